@@ -1,0 +1,131 @@
+"""Avro encoding of topic records, with the schema identified in Kafka headers.
+
+Records are written schemaless (no per-record schema, no registry round trip); the
+writer's schema travels as the SHA-256 fingerprint of its Parsing Canonical Form in the
+``avro.schema.fingerprint`` header, and readers resolve it against the schemas in
+``schemas/``. ``schemas/`` is the single source of truth: code loads schemas, never
+re-declares them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.validation import ValidationError as _FastavroValidationError
+from fastavro.validation import validate
+
+from circadia.paths import schemas_dir
+
+HEADER_FINGERPRINT = "avro.schema.fingerprint"
+HEADER_SCHEMA_NAME = "avro.schema.name"
+HEADER_CONTENT_TYPE = "content-type"
+CONTENT_TYPE = "avro/binary"
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class AvroValidationError(ValueError):
+    """A record does not conform to its schema; ``problems`` lists each violation."""
+
+    def __init__(self, schema_name: str, problems: list[str]) -> None:
+        super().__init__(f"record does not match {schema_name}: {'; '.join(problems)}")
+        self.schema_name = schema_name
+        self.problems = problems
+
+
+class UnknownSchemaError(ValueError):
+    """A message names a schema fingerprint that no file in ``schemas/`` has."""
+
+
+@dataclass(frozen=True)
+class AvroSchema:
+    name: str
+    parsed: Any
+    fingerprint: str
+    path: Path
+
+    @classmethod
+    def from_file(cls, path: Path) -> AvroSchema:
+        raw = json.loads(path.read_text())
+        parsed = fastavro.parse_schema(raw)
+        canonical = to_parsing_canonical_form(parsed)
+        return cls(
+            name=raw["namespace"] + "." + raw["name"],
+            parsed=parsed,
+            fingerprint=fingerprint(canonical, "SHA-256"),
+            path=path,
+        )
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        try:
+            validate(record, self.parsed, raise_errors=True, strict=True)
+        except _FastavroValidationError as exc:
+            raise AvroValidationError(self.name, [str(e) for e in exc.errors]) from None
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Validate, then write schemaless; a record that fails validation is never written."""
+        self.validate(record)
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, self.parsed, record, strict=True)
+        return buffer.getvalue()
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            (HEADER_CONTENT_TYPE, CONTENT_TYPE.encode()),
+            (HEADER_SCHEMA_NAME, self.name.encode()),
+            (HEADER_FINGERPRINT, self.fingerprint.encode()),
+        ]
+
+
+class SchemaSet:
+    """All schemas of ``schemas/``, addressable by full name and by fingerprint."""
+
+    def __init__(self, schemas: Iterable[AvroSchema]) -> None:
+        self._by_name: dict[str, AvroSchema] = {}
+        self._by_fingerprint: dict[str, AvroSchema] = {}
+        for schema in schemas:
+            if schema.name in self._by_name:
+                raise ValueError(f"schema {schema.name} defined twice: {schema.path}")
+            self._by_name[schema.name] = schema
+            self._by_fingerprint[schema.fingerprint] = schema
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> SchemaSet:
+        root = directory or schemas_dir()
+        files = sorted(root.rglob("*.avsc"))
+        if not files:
+            raise FileNotFoundError(f"no .avsc files under {root}")
+        return cls(AvroSchema.from_file(path) for path in files)
+
+    def __getitem__(self, name: str) -> AvroSchema:
+        return self._by_name[name]
+
+    def __iter__(self):
+        return iter(self._by_name.values())
+
+    def decode(self, data: bytes, headers: Headers, expected: AvroSchema) -> dict[str, Any]:
+        """Decode ``data`` written with the schema its headers name, read as ``expected``."""
+        value = header(headers, HEADER_FINGERPRINT)
+        if value is None:
+            raise UnknownSchemaError(f"message has no {HEADER_FINGERPRINT} header")
+        writer = self._by_fingerprint.get(value.decode("ascii", "replace"))
+        if writer is None:
+            raise UnknownSchemaError(f"unknown schema fingerprint {value[:64]!r}")
+        result: dict[str, Any] = fastavro.schemaless_reader(
+            io.BytesIO(data), writer.parsed, expected.parsed
+        )
+        return result
+
+
+def header(headers: Headers | None, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None

@@ -1,0 +1,96 @@
+"""Kafka clients and topics: one producer factory, one way to declare topics.
+
+Every producer is idempotent with ``acks=all``: a send completes only after the broker
+has durably acknowledged the record, which is what lets the ingest gateway answer 202.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from circadia.topics import TOPICS, TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic does not have the partition count circadia declares."""
+
+
+def create_producer(bootstrap_servers: str, *, client_id: str, **overrides: object) -> AIOKafkaProducer:
+    options: dict[str, object] = {
+        "bootstrap_servers": bootstrap_servers,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "request_timeout_ms": 10_000,
+        "retry_backoff_ms": 200,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def topic_partitions(bootstrap_servers: str, topic: str) -> list[int]:
+    """The partition ids of ``topic``; empty when the topic does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-metadata")
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description["error_code"] != 0:
+        return []
+    return sorted(p["partition"] for p in description["partitions"])
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    specs: Iterable[TopicSpec] = TOPICS,
+    *,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Create the missing topics with their declared partition counts; return those created.
+
+    Existing topics are checked, not altered: a partition count that differs from the
+    declaration is an error, because keys would map to other partitions.
+    """
+    specs = list(specs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-topics")
+    await admin.start()
+    try:
+        existing = {t["topic"]: t for t in await admin.describe_topics([s.name for s in specs])}
+        missing = []
+        for spec in specs:
+            topic = existing.get(spec.name)
+            if topic is not None and topic["error_code"] == 0:
+                if len(topic["partitions"]) != spec.partitions:
+                    raise TopicLayoutError(
+                        f"topic {spec.name} has {len(topic['partitions'])} partitions, "
+                        f"declared {spec.partitions}"
+                    )
+            else:
+                missing.append(spec)
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, s.partitions, replication_factor, topic_configs=dict(s.config))
+                for s in missing
+            ]
+        )
+        created = []
+        for name, code, message in (e[:3] for e in response.topic_errors):
+            if code == 0:
+                created.append(name)
+            elif for_code(code) is not TopicAlreadyExistsError:
+                raise for_code(code)(f"creating topic {name}: {message}")
+        log.info("topics created", extra={"topics": created})
+        return created
+    finally:
+        await admin.close()

@@ -1,0 +1,41 @@
+"""The Kafka topics of circadia: names, keys and partition counts in one table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEALTH_SAMPLES = "health.samples.v1"
+PREDICTIONS = "predictions.v1"
+HEALTH_SAMPLES_DLQ = "health.samples.dlq.v1"
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    doc: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        HEALTH_SAMPLES,
+        partitions=6,
+        doc="Accepted uploads (io.circadia.health.HealthUpload), key = user id.",
+        config={"retention.ms": str(14 * DAY_MS), "min.insync.replicas": "1"},
+    ),
+    TopicSpec(
+        PREDICTIONS,
+        partitions=6,
+        doc="Worker results (io.circadia.prediction.Prediction), key = user id.",
+        config={"retention.ms": str(7 * DAY_MS), "min.insync.replicas": "1"},
+    ),
+    TopicSpec(
+        HEALTH_SAMPLES_DLQ,
+        partitions=1,
+        doc="health.samples.v1 records the worker could not process, original bytes plus error headers.",
+        config={"retention.ms": str(30 * DAY_MS)},
+    ),
+)

@@ -1,0 +1,59 @@
+"""OpenTelemetry set-up and W3C trace-context propagation through Kafka headers.
+
+Spans are always created so ``traceparent`` links every hop; they are exported over OTLP
+only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific variable) is set.
+Sampling follows the standard ``OTEL_TRACES_SAMPLER`` variables (parent-based by default).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from circadia import __version__
+
+
+def configure_tracing(service_name: str) -> TracerProvider:
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name, "service.version": __version__})
+    )
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+class _KafkaHeaderGetter(Getter[Sequence[tuple[str, bytes]]]):
+    def get(self, carrier: Sequence[tuple[str, bytes]], key: str) -> list[str] | None:
+        values = [v.decode("latin-1") for k, v in carrier if k == key]
+        return values or None
+
+    def keys(self, carrier: Sequence[tuple[str, bytes]]) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+def context_headers() -> list[tuple[str, bytes]]:
+    """``traceparent`` (and ``tracestate``) of the current span, as Kafka headers."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(key, value.encode("latin-1")) for key, value in carrier.items()]
+
+
+def context_from_headers(headers: Sequence[tuple[str, bytes]] | None) -> Context:
+    return propagate.extract(list(headers or ()), getter=_KafkaHeaderGetter())
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
