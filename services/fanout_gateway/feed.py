@@ -1,0 +1,109 @@
+"""The predictions.v1 feed: every partition, read by this replica's own consumer.
+
+Each replica consumes all partitions without a consumer group and keeps the messages
+of the users connected to it; starting at the end of each partition, it delivers what
+is published while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from circadia.avro import AvroSchema, SchemaSet
+from circadia.kafka import topic_partitions
+from circadia.topics import PREDICTIONS
+from fanout_gateway import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeedMessage:
+    user_id: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    record: dict[str, Any]
+    headers: list[tuple[str, bytes]]
+
+
+class PredictionFeed:
+    def __init__(self, bootstrap_servers: str, schemas: SchemaSet, schema: AvroSchema,
+                 deliver: Callable[[FeedMessage], Awaitable[None]], ready: asyncio.Event, *,
+                 retry_interval: float = 2.0) -> None:
+        self._bootstrap = bootstrap_servers
+        self._schemas = schemas
+        self._schema = schema
+        self._deliver = deliver
+        self._retry_interval = retry_interval
+        self._task: asyncio.Task[None] | None = None
+        self.ready = ready
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="prediction-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+                client_id="fanout-gateway",
+            )
+            try:
+                await consumer.start()
+                await self._assign(consumer)
+                self.ready.set()
+                await self._consume(consumer)
+            except KafkaError as exc:
+                self.ready.clear()
+                log.warning("prediction feed interrupted, reconnecting", extra={"error": repr(exc)})
+                await asyncio.sleep(self._retry_interval)
+            finally:
+                await consumer.stop()
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
+        while not (partitions := await topic_partitions(self._bootstrap, PREDICTIONS)):
+            log.warning("topic not found yet", extra={"topic": PREDICTIONS})
+            await asyncio.sleep(self._retry_interval)
+        assignment = [TopicPartition(PREDICTIONS, p) for p in partitions]
+        consumer.assign(assignment)
+        await consumer.seek_to_end(*assignment)
+        for tp in assignment:  # resolve positions now, so nothing published after ready is missed
+            await consumer.position(tp)
+        log.info("prediction feed assigned", extra={"partitions": len(assignment)})
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for records in batches.values():
+                for message in records:
+                    await self._handle(message)
+
+    async def _handle(self, message: Any) -> None:
+        headers = list(message.headers or ())
+        try:
+            record = self._schemas.decode(message.value, headers, self._schema)
+        except Exception:  # a bad record must not stop the feed for everyone else
+            metrics.RECORDS.labels("undecodable").inc()
+            log.error("undecodable prediction skipped", exc_info=True, extra={
+                "partition": message.partition, "offset": message.offset})
+            return
+        metrics.RECORDS.labels("decoded").inc()
+        await self._deliver(FeedMessage(
+            user_id=record["user_id"], partition=message.partition, offset=message.offset,
+            timestamp_ms=message.timestamp, record=record, headers=headers,
+        ))

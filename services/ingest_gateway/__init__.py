@@ -1,0 +1,1 @@
+"""The ingest gateway: authenticated device uploads in, durably acknowledged Kafka records out."""

@@ -1,0 +1,19 @@
+"""Prometheus metrics of the ingest gateway."""
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter(
+    "circadia_ingest_requests_total", "Upload requests by HTTP status.", ["status"]
+)
+REQUEST_DURATION = Histogram(
+    "circadia_ingest_request_duration_seconds", "Upload request duration, start to response."
+)
+SAMPLES_ACCEPTED = Counter(
+    "circadia_ingest_samples_accepted_total", "Samples in uploads the broker acknowledged."
+)
+REJECTIONS = Counter(
+    "circadia_ingest_rejections_total", "Rejected uploads by reason.", ["reason"]
+)
+PRODUCE_DURATION = Histogram(
+    "circadia_ingest_produce_duration_seconds", "Time from send to broker acknowledgement."
+)

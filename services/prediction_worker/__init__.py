@@ -1,0 +1,1 @@
+"""The prediction worker: a faust stream from uploads to validated results."""
