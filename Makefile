@@ -1,0 +1,49 @@
+# circadia — the two commands a fresh clone needs are `make run` and `make test`.
+# Each does its own set-up: virtualenv, pinned dependencies, Kafka jars (on first use).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test up down status demo install lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+## make run: start the local stack (Kafka + the three services) and run the demo
+run: $(STAMP)
+	$(BIN)/circadia up
+	$(BIN)/circadia demo
+
+## make test: the whole suite against a real Kafka broker
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+up: $(STAMP)
+	$(BIN)/circadia up
+
+down: $(STAMP)
+	$(BIN)/circadia down
+
+status: $(STAMP)
+	$(BIN)/circadia status
+
+demo: $(STAMP)
+	$(BIN)/circadia demo
+
+## make lock: re-pin every dependency (runtime + test) into constraints.txt
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/python -m pip install --quiet -e '.[test]'
+	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^circadia' > constraints.txt
+	rm -rf .lockenv
+
+clean:
+	-$(BIN)/circadia down
+	rm -rf $(VENV) .local .pytest_cache

@@ -1,0 +1,156 @@
+"""The local stack: Kafka plus the three services as background processes.
+
+``circadia up`` starts what is not running yet and waits until each part answers;
+``circadia down`` stops everything it started, services first, then the broker.
+The test suite builds the same stack in a temporary folder on free ports.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from circadia.devkeys import DevIssuer
+from circadia.devstack.kafka import LocalKafka
+from circadia.devstack.processes import ManagedProcess
+from circadia.paths import local_dir
+
+LOCAL_PROJECT_ID = "circadia-local"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ports:
+    kafka: int = 9092
+    kafka_controller: int = 9093
+    ingest: int = 8080
+    fanout: int = 8081
+    worker_metrics: int = 9100
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    probe: Callable[[Ports], str]
+    accept: Callable[[httpx.Response], bool] = field(default=lambda r: r.status_code == 200)
+
+
+def _worker_assigned(response: httpx.Response) -> bool:
+    """The worker is ready once the consumer group gave it partitions to process."""
+    match = re.search(r"^circadia_worker_assigned_partitions (\S+)$", response.text, re.M)
+    return response.status_code == 200 and match is not None and float(match.group(1)) > 0
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("prediction-worker", "prediction_worker",
+                lambda p: f"http://127.0.0.1:{p.worker_metrics}/metrics", _worker_assigned),
+    ServiceSpec("fanout-gateway", "fanout_gateway", lambda p: f"http://127.0.0.1:{p.fanout}/readyz"),
+    ServiceSpec("ingest-gateway", "ingest_gateway", lambda p: f"http://127.0.0.1:{p.ingest}/readyz"),
+)
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    root: Path
+    ports: Ports = Ports()
+    external_kafka: str | None = None  # bootstrap servers of a broker this stack does not manage
+
+    @classmethod
+    def default(cls) -> LocalStack:
+        return cls(local_dir())
+
+    @property
+    def kafka(self) -> LocalKafka:
+        return LocalKafka(self.root / "kafka", self.ports.kafka, self.ports.kafka_controller)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.external_kafka or self.kafka.bootstrap_servers
+
+    @property
+    def issuer(self) -> DevIssuer:
+        return DevIssuer.ensure(self.root / "dev-keys", LOCAL_PROJECT_ID)
+
+    def process(self, name: str) -> ManagedProcess:
+        return ManagedProcess(name, self.root / "run" / f"{name}.pid", self.root / "logs" / f"{name}.log")
+
+    def environment(self) -> dict[str, str]:
+        """The services' configuration; docker-compose.yml sets the same variables."""
+        return {
+            "CIRCADIA_ENV": "development",
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "CIRCADIA_FIREBASE_PROJECT_ID": LOCAL_PROJECT_ID,
+            "CIRCADIA_FIREBASE_CERTS_URL": self.issuer.certs_url,
+            "CIRCADIA_INGEST_HOST": "127.0.0.1",
+            "CIRCADIA_INGEST_PORT": str(self.ports.ingest),
+            "CIRCADIA_FANOUT_HOST": "127.0.0.1",
+            "CIRCADIA_FANOUT_PORT": str(self.ports.fanout),
+            "CIRCADIA_WORKER_METRICS_HOST": "127.0.0.1",
+            "CIRCADIA_WORKER_METRICS_PORT": str(self.ports.worker_metrics),
+            "CIRCADIA_WORKER_DATA_DIR": str(self.root / "worker"),
+        }
+
+    def up(self, report: Callable[[str], None] = print, timeout: float = 120.0) -> None:
+        import asyncio
+
+        from circadia.kafka import ensure_topics
+
+        if self.external_kafka is None:
+            report(f"kafka            starting on {self.kafka.bootstrap_servers} ...")
+            self.kafka.start()
+        created = asyncio.run(ensure_topics(self.bootstrap_servers))
+        report(f"topics           ready{' (created ' + ', '.join(created) + ')' if created else ''}")
+        env = {**_inherited_environment(), **self.environment()}
+        for spec in SERVICES:
+            self.process(spec.name).start([sys.executable, "-m", spec.module], env)
+        for spec in SERVICES:
+            self._wait(spec, timeout)
+            report(f"{spec.name:<16} ready ({spec.probe(self.ports)})")
+
+    def _wait(self, spec: ServiceSpec, timeout: float) -> None:
+        process = self.process(spec.name)
+        deadline = time.monotonic() + timeout
+        url = spec.probe(self.ports)
+        while True:
+            if process.exited_early():
+                raise StackError(f"{spec.name} exited during start-up:\n{process.log_tail()}")
+            try:
+                if spec.accept(httpx.get(url, timeout=2.0)):
+                    return
+            except httpx.HTTPError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise StackError(f"{spec.name} not ready after {timeout:.0f}s ({url}):\n{process.log_tail()}")
+            time.sleep(0.3)
+
+    def down(self) -> list[str]:
+        stopped = [spec.name for spec in reversed(SERVICES) if self.process(spec.name).stop()]
+        if self.external_kafka is None and self.kafka.stop():
+            stopped.append("kafka")
+        return stopped
+
+    def status(self) -> list[tuple[str, int | None]]:
+        rows = [(spec.name, self.process(spec.name).pid()) for spec in SERVICES]
+        if self.external_kafka is None:
+            rows.insert(0, ("kafka", self.kafka.process.pid()))
+        return rows
+
+
+def _inherited_environment() -> dict[str, str]:
+    """What services inherit from the caller: the basics of a process environment only."""
+    import os
+
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR",
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG", "CIRCADIA_LOG_LEVEL")
+    return {key: os.environ[key] for key in keep if key in os.environ}
