@@ -73,7 +73,10 @@ class AvroSchema:
         """Validate, then write schemaless; a record that fails validation is never written."""
         self.validate(record)
         buffer = io.BytesIO()
-        fastavro.schemaless_writer(buffer, self.parsed, record, strict=True)
+        try:
+            fastavro.schemaless_writer(buffer, self.parsed, record, strict=True)
+        except ValueError as exc:  # strict writing also refuses fields the schema lacks
+            raise AvroValidationError(self.name, [str(exc)]) from None
         return buffer.getvalue()
 
     def headers(self) -> list[tuple[str, bytes]]:

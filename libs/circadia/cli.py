@@ -3,6 +3,7 @@
   circadia up              start Kafka and the three services in the background
   circadia down            stop everything ``up`` started
   circadia status          what is running
+  circadia init            topics and dev keys on an external broker (docker compose)
   circadia token USER_ID   print an ID token the local stack accepts
   circadia demo            simulated devices upload a day; apps print what arrives
 """
@@ -49,6 +50,15 @@ def _status(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0 if all(pid for _, pid in rows) else 3
 
 
+def _init(stack: LocalStack, args: argparse.Namespace) -> int:
+    """Topics and the development token issuer, for a broker ``up`` does not manage (compose)."""
+    from circadia.kafka import ensure_topics
+
+    created = asyncio.run(ensure_topics(stack.bootstrap_servers))
+    print(f"topics: {', '.join(created) or 'all present'}; dev issuer certificates: {stack.issuer.certs_url}")
+    return 0
+
+
 def _token(stack: LocalStack, args: argparse.Namespace) -> int:
     print(stack.issuer.mint(args.user_id, ttl=args.ttl))
     return 0
@@ -79,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="start the local stack").set_defaults(run=_up)
     commands.add_parser("down", help="stop the local stack").set_defaults(run=_down)
     commands.add_parser("status", help="show what runs").set_defaults(run=_status)
+    commands.add_parser("init", help="create topics and dev keys for an external broker (compose)"
+                        ).set_defaults(run=_init)
     token = commands.add_parser("token", help="mint an ID token for the local stack")
     token.add_argument("user_id")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
@@ -87,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Start-up probes expect refused connections and report failures themselves.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    return int(args.run(LocalStack.default(), args))
+    stack = LocalStack.default()
+    if args.command == "init":
+        import os
+
+        stack = LocalStack(stack.root, external_kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    return int(args.run(stack, args))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class LocalStack:
     root: Path
     ports: Ports = Ports()
     external_kafka: str | None = None  # bootstrap servers of a broker this stack does not manage
+    overrides: tuple[tuple[str, str], ...] = ()  # extra service settings, e.g. shorter timeouts
 
     @classmethod
     def default(cls) -> LocalStack:
@@ -98,6 +99,7 @@ class LocalStack:
             "CIRCADIA_WORKER_METRICS_HOST": "127.0.0.1",
             "CIRCADIA_WORKER_METRICS_PORT": str(self.ports.worker_metrics),
             "CIRCADIA_WORKER_DATA_DIR": str(self.root / "worker"),
+            **dict(self.overrides),
         }
 
     def up(self, report: Callable[[str], None] = print, timeout: float = 120.0) -> None:

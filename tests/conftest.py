@@ -1,0 +1,90 @@
+"""Test fixtures shared by every suite.
+
+The Kafka broker comes from exactly one fixture, in this order:
+1. ``KAFKA_BOOTSTRAP_SERVERS`` when set (a broker you run yourself);
+2. a testcontainers Kafka (KRaft) container when a Docker engine answers;
+3. the project's own launcher: a real Kafka 4.4 process in a temporary folder on free ports.
+A broker that cannot be obtained fails the run; it is never a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from circadia.devkeys import DevIssuer
+from circadia.devstack.kafka import LocalKafka, broker_answers
+from circadia.kafka import ensure_topics
+from circadia.tracing import configure_tracing
+
+log = logging.getLogger(__name__)
+
+TESTCONTAINERS_KAFKA_IMAGE = "confluentinc/cp-kafka:8.1.0"  # Apache Kafka 4.1, KRaft
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:  # no engine, no socket, no permission: all mean "not available"
+        log.info("no Docker engine for testcontainers (%s); using the local Kafka launcher", exc)
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracing() -> None:
+    """A real tracer provider, as each service installs one, so trace context propagates."""
+    configure_tracing("circadia-tests")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        if not asyncio.run(broker_answers(external, timeout=10)):
+            pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={external} is set but no broker answers there")
+        asyncio.run(ensure_topics(external))
+        yield external
+        return
+    if _docker_answers():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer(TESTCONTAINERS_KAFKA_IMAGE).with_kraft() as container:
+            bootstrap = container.get_bootstrap_server()
+            asyncio.run(ensure_topics(bootstrap))
+            yield bootstrap
+        return
+    kafka = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    kafka.start()
+    try:
+        asyncio.run(ensure_topics(kafka.bootstrap_servers))
+        yield kafka.bootstrap_servers
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def dev_issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
+    """A token issuer with a key generated for this run only."""
+    return DevIssuer.ensure(tmp_path_factory.mktemp("dev-keys"), "circadia-test")
+
+
+@pytest.fixture
+def schemas_root() -> Path:
+    from circadia.paths import schemas_dir
+
+    return schemas_dir()

@@ -1,0 +1,192 @@
+"""The whole loop on the real broker: device → ingest → Kafka → worker → Kafka → fan-out → socket.
+
+The three services run as real processes (``python -m ...``), started by the same
+LocalStack code as ``circadia up``, against the suite's Kafka broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from circadia.avro import SchemaSet, header
+from circadia.devstack.stack import SERVICES, LocalStack, Ports
+from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
+from tests.conftest import free_port
+
+AUTH_TIMEOUT = 1.5
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    ports = Ports(kafka=0, kafka_controller=0, ingest=free_port(), fanout=free_port(),
+                  worker_metrics=free_port())
+    stack = LocalStack(tmp_path_factory.mktemp("stack"), ports, external_kafka=kafka_bootstrap,
+                       overrides=(("CIRCADIA_FANOUT_AUTH_TIMEOUT_SECONDS", str(AUTH_TIMEOUT)),
+                                  ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}")))
+    stack.up(report=lambda line: None)
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def upload_body(steps: list[int]) -> dict:
+    return {
+        "upload_id": str(uuid.uuid4()),
+        "device": {"id": "watch-1", "model": "Watch7,1", "os": "watchOS 11.2"},
+        "samples": [{"type": "step_count", "start": f"2026-11-24T23:{50 + i}:00+00:00",
+                     "end": f"2026-11-24T23:{51 + i}:00+00:00", "value": v, "unit": "count"}
+                    for i, v in enumerate(steps)],
+    }
+
+
+async def open_socket(stack: LocalStack, user: str) -> ClientConnection:
+    ws = await connect(f"ws://127.0.0.1:{stack.ports.fanout}/v1/stream")
+    await ws.send(json.dumps({"type": "auth", "token": stack.issuer.mint(user)}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ready", "user_id": user}
+    return ws
+
+
+async def next_prediction(ws: ClientConnection, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+        if message["type"] == "prediction":
+            return message
+
+
+async def post(stack: LocalStack, user: str, body: dict) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.ingest}") as client:
+        return await client.post("/v1/uploads", json=body,
+                                 headers={"Authorization": f"Bearer {stack.issuer.mint(user)}"})
+
+
+async def test_upload_reaches_its_users_socket_and_no_one_elses(stack: LocalStack) -> None:
+    ada = await open_socket(stack, "ada")
+    grace = await open_socket(stack, "grace")
+    try:
+        body = upload_body([30, 45, 25])  # 23:50-23:53 UTC
+        response = await post(stack, "ada", body)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"upload_id": body["upload_id"], "accepted": 3,
+                                   "trace_id": response.json()["trace_id"]}
+
+        message = await next_prediction(ada, timeout=20)
+        prediction = message["prediction"]
+        assert prediction["user_id"] == "ada"
+        assert prediction["source_upload_ids"] == [body["upload_id"]]
+        assert prediction["daily_activity"] == [{
+            "date": "2026-11-24", "steps": 100.0, "activity_counts": None, "minutes_covered": 3,
+            "coverage": 3 / 1440, "heart_rate_mean": None, "heart_rate_minutes": 0,
+        }]
+        assert prediction["methods"] == {"daily_activity": "daily-totals/prorated-overlap@1"}
+        assert prediction["window_start"].startswith("2026-11-24T23:50:00")
+        assert set(message["cursor"]) == {"partition", "offset"}
+
+        # grace's socket stays silent while ada's result is delivered ...
+        with pytest.raises(TimeoutError):
+            await next_prediction(grace, timeout=3)
+        # ... and it is a working socket: grace's own upload reaches it, not ada's
+        own = upload_body([7])
+        assert (await post(stack, "grace", own)).status_code == 202
+        assert (await next_prediction(grace, 20))["prediction"]["source_upload_ids"] == [own["upload_id"]]
+        with pytest.raises(TimeoutError):
+            await next_prediction(ada, timeout=1)
+    finally:
+        await ada.close()
+        await grace.close()
+
+
+async def test_every_socket_of_a_user_receives_the_result(stack: LocalStack) -> None:
+    phone, tablet = await open_socket(stack, "alan"), await open_socket(stack, "alan")
+    try:
+        body = upload_body([5, 5])
+        assert (await post(stack, "alan", body)).status_code == 202
+        for ws in (phone, tablet):
+            assert (await next_prediction(ws, 20))["prediction"]["source_upload_ids"] == [body["upload_id"]]
+    finally:
+        await phone.close()
+        await tablet.close()
+
+
+async def test_socket_without_valid_auth_is_closed_with_4401(stack: LocalStack) -> None:
+    url = f"ws://127.0.0.1:{stack.ports.fanout}/v1/stream"
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": stack.issuer.mint("ada", ttl=-300)}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 4401
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "user_id": "ada"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 4401
+    async with connect(url) as ws:  # says nothing: closed at the auth deadline
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT + 5)
+        assert closed.value.rcvd.code == 4401
+        assert time.monotonic() - started >= AUTH_TIMEOUT * 0.9
+
+
+async def test_undecodable_record_goes_to_the_dead_letter_topic(stack: LocalStack) -> None:
+    marker = uuid.uuid4().hex.encode()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(HEALTH_SAMPLES, b"\x00not avro" + marker, key=b"mallory",
+                                     headers=SchemaSet.load()["io.circadia.health.HealthUpload"].headers())
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(HEALTH_SAMPLES_DLQ, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for message in messages:
+                    if message.value.endswith(marker):
+                        assert header(message.headers, "error.class")
+                        assert header(message.headers, "source.topic") == HEALTH_SAMPLES.encode()
+                        return
+    finally:
+        await consumer.stop()
+    raise AssertionError("bad record never reached the dead-letter topic")
+
+
+def test_services_expose_health_and_metrics(stack: LocalStack) -> None:
+    p = stack.ports
+    for url in (f"http://127.0.0.1:{p.ingest}/healthz", f"http://127.0.0.1:{p.fanout}/healthz"):
+        assert httpx.get(url).json() == {"status": "ok"}
+    assert "circadia_ingest_requests_total" in httpx.get(f"http://127.0.0.1:{p.ingest}/metrics").text
+    assert "circadia_fanout_connections" in httpx.get(f"http://127.0.0.1:{p.fanout}/metrics").text
+    worker = httpx.get(f"http://127.0.0.1:{p.worker_metrics}/metrics").text
+    assert "circadia_worker_predictions_total" in worker
+
+
+def test_down_stops_every_process_it_started(stack: LocalStack) -> None:
+    pids = {name: pid for name, pid in stack.status()}
+    assert all(pids.values()) and set(pids) == {s.name for s in SERVICES}
+    stopped = stack.down()
+    assert set(stopped) == set(pids)
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} still running"
+    assert all(pid is None for _, pid in stack.status())
+
+
+def _zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
