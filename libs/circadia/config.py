@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GOOGLE_SECURETOKEN_CERTS_URL = (
@@ -38,3 +38,31 @@ class AuthSettings(ServiceSettings):
         default=GOOGLE_SECURETOKEN_CERTS_URL,
         description="x509 certificate map (kid -> PEM); https:// or, for the local stack, file://.",
     )
+    auth_dev_issuer: bool = Field(
+        default=False,
+        description="Trust a certificate map other than Google's (the local stack's own key). "
+        "Development only: production refuses to start with it.",
+    )
+    auth_clock_skew_seconds: float = Field(default=30.0, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _issuer_is_explicit(self) -> AuthSettings:
+        problems = []
+        if self.firebase_certs_url != GOOGLE_SECURETOKEN_CERTS_URL and not self.auth_dev_issuer:
+            problems.append(
+                "CIRCADIA_FIREBASE_CERTS_URL is not Google's securetoken endpoint: that is a "
+                "development issuer and needs CIRCADIA_AUTH_DEV_ISSUER=true"
+            )
+        if self.env == "production" and self.auth_dev_issuer:
+            problems.append("CIRCADIA_AUTH_DEV_ISSUER=true is refused when CIRCADIA_ENV=production")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class RedisSettings(ServiceSettings):
+    """Settings of the services that use Redis (rate limits, idempotency)."""
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL.")
+    redis_max_connections: int = Field(default=50, ge=1)
+    redis_socket_timeout_seconds: float = Field(default=0.5, gt=0)

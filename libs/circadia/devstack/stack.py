@@ -19,6 +19,7 @@ import httpx
 from circadia.devkeys import DevIssuer
 from circadia.devstack.kafka import LocalKafka
 from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.redis import LocalRedis
 from circadia.paths import local_dir
 
 LOCAL_PROJECT_ID = "circadia-local"
@@ -32,6 +33,7 @@ class StackError(RuntimeError):
 class Ports:
     kafka: int = 9092
     kafka_controller: int = 9093
+    redis: int = 6379
     ingest: int = 8080
     fanout: int = 8081
     worker_metrics: int = 9100
@@ -64,6 +66,7 @@ class LocalStack:
     root: Path
     ports: Ports = Ports()
     external_kafka: str | None = None  # bootstrap servers of a broker this stack does not manage
+    external_redis: str | None = None  # URL of a Redis this stack does not manage
     overrides: tuple[tuple[str, str], ...] = ()  # extra service settings, e.g. shorter timeouts
 
     @classmethod
@@ -79,6 +82,14 @@ class LocalStack:
         return self.external_kafka or self.kafka.bootstrap_servers
 
     @property
+    def redis(self) -> LocalRedis:
+        return LocalRedis(self.root / "redis", self.ports.redis)
+
+    @property
+    def redis_url(self) -> str:
+        return self.external_redis or self.redis.url
+
+    @property
     def issuer(self) -> DevIssuer:
         return DevIssuer.ensure(self.root / "dev-keys", LOCAL_PROJECT_ID)
 
@@ -92,6 +103,8 @@ class LocalStack:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "CIRCADIA_FIREBASE_PROJECT_ID": LOCAL_PROJECT_ID,
             "CIRCADIA_FIREBASE_CERTS_URL": self.issuer.certs_url,
+            "CIRCADIA_AUTH_DEV_ISSUER": "true",
+            "CIRCADIA_REDIS_URL": self.redis_url,
             "CIRCADIA_INGEST_HOST": "127.0.0.1",
             "CIRCADIA_INGEST_PORT": str(self.ports.ingest),
             "CIRCADIA_FANOUT_HOST": "127.0.0.1",
@@ -107,6 +120,9 @@ class LocalStack:
 
         from circadia.kafka import ensure_topics
 
+        if self.external_redis is None:
+            self.redis.start()
+            report(f"redis            ready ({self.redis.url})")
         if self.external_kafka is None:
             report(f"kafka            starting on {self.kafka.bootstrap_servers} ...")
             self.kafka.start()
@@ -139,12 +155,16 @@ class LocalStack:
         stopped = [spec.name for spec in reversed(SERVICES) if self.process(spec.name).stop()]
         if self.external_kafka is None and self.kafka.stop():
             stopped.append("kafka")
+        if self.external_redis is None and self.redis.stop():
+            stopped.append("redis")
         return stopped
 
     def status(self) -> list[tuple[str, int | None]]:
         rows = [(spec.name, self.process(spec.name).pid()) for spec in SERVICES]
         if self.external_kafka is None:
             rows.insert(0, ("kafka", self.kafka.process.pid()))
+        if self.external_redis is None:
+            rows.insert(0, ("redis", self.redis.process.pid()))
         return rows
 
 

@@ -1,0 +1,77 @@
+"""A real Redis server (Debian's ``redis-server``) as a local process on loopback.
+
+The binary is installed through ``deploy/local/install-system-packages.sh`` when missing;
+the server keeps nothing on disk (no RDB, no AOF): it holds rate-limit windows and
+idempotency keys, which are safe to lose with the process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from circadia.devstack.processes import ManagedProcess
+from circadia.paths import PROJECT_ROOT
+
+INSTALLER = PROJECT_ROOT / "deploy" / "local" / "install-system-packages.sh"
+
+
+class RedisLaunchError(RuntimeError):
+    pass
+
+
+def redis_server() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        result = subprocess.run(["bash", str(INSTALLER), "redis-server"], capture_output=True, text=True)
+        path = shutil.which("redis-server")
+        if result.returncode != 0 or path is None:
+            raise RedisLaunchError(f"cannot install redis-server:\n{result.stdout}{result.stderr}")
+    return path
+
+
+@dataclass(frozen=True)
+class LocalRedis:
+    home: Path
+    port: int = 6379
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess("redis", self.home / "redis.pid", self.home / "redis.log")
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.process.pid() is None:
+            self.process.start(
+                [redis_server(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.home),
+                 "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
+                env={"PATH": "/usr/bin:/bin"},
+            )
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.process.exited_early():
+                raise RedisLaunchError(f"redis-server exited during start-up:\n{self.process.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RedisLaunchError(f"Redis did not answer on {self.url}:\n{self.process.log_tail()}")
+            time.sleep(0.1)
+
+    def answers(self) -> bool:
+        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=10.0)
