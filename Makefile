@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test up down status demo install lock clean
+.PHONY: run test up down status demo install lock clean fuzz openapi
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,10 +36,22 @@ status: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/circadia demo
 
+## make fuzz: coverage-guided fuzzing of the ingest body parser (FUZZ_SECONDS, default 60)
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[fuzz]'
+	mkdir -p .local/fuzz/corpus
+	$(BIN)/python fuzz/upload_body.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.local/fuzz/ \
+		.local/fuzz/corpus fuzz/seeds
+
+## make openapi: regenerate the ingest API document from the models
+openapi: $(STAMP)
+	$(BIN)/python -m ingest_gateway.openapi > services/ingest_gateway/openapi.json
+
 ## make lock: re-pin every dependency (runtime + test) into constraints.txt
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install --quiet -e '.[test]'
+	.lockenv/bin/python -m pip install --quiet -e '.[test,fuzz]'
 	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^circadia' > constraints.txt
 	rm -rf .lockenv
 

@@ -3,60 +3,102 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import prometheus_client
+import redis.asyncio as aioredis
+from circadia.auth import CertificateSource, FirebaseTokenVerifier, InvalidTokenError
+from circadia.avro import AvroSchema, AvroValidationError, SchemaSet
+from circadia.idempotency import (
+    Claim,
+    Conflict,
+    InFlight,
+    LedgerUnavailable,
+    Published,
+    UploadLedger,
+)
+from circadia.ratelimit import RateDecision, RateLimit, redis_limiter
+from circadia.redis_client import connection_pool, redis_answers
+from circadia.topics import HEALTH_SAMPLES
+from circadia.tracing import context_headers, current_trace_id
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from circadia.auth import FirebaseTokenVerifier, InvalidTokenError
-from circadia.avro import AvroSchema, AvroValidationError
-from circadia.topics import HEALTH_SAMPLES
-from circadia.tracing import context_headers, current_trace_id
 from ingest_gateway import metrics
-from ingest_gateway.models import UploadRequest
+from ingest_gateway.body import BodyLimits, media_type, parse_upload, read_limited
+from ingest_gateway.errors import Rejection
+from ingest_gateway.models import UploadRequest, ValidationRules
 from ingest_gateway.publisher import BrokerUnavailable, UploadPublisher
 from ingest_gateway.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ingest_gateway")
 
-JSON_TYPES = ("application/json",)
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+UPLOAD_SCHEMA = "io.circadia.health.HealthUpload"
+REQUEST_SCHEMA = "io.circadia.health.UploadRequest"
+CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
-class Rejection(Exception):
-    """An upload the gateway refuses; becomes a JSON error response."""
+@dataclass(frozen=True)
+class Gateway:
+    """Everything a request needs, built once in ``__main__`` (or a test)."""
 
-    def __init__(self, status: int, reason: str, *, errors: list[dict] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.errors = errors
-        self.headers = headers or {}
+    settings: IngestSettings
+    verifier: FirebaseTokenVerifier
+    publisher: UploadPublisher
+    upload_schema: AvroSchema
+    request_schema: AvroSchema
+    redis: aioredis.Redis
+    ledger: UploadLedger
+    user_limit: RateLimit
+    ip_limit: RateLimit
 
-    def response(self) -> JSONResponse:
-        body: dict[str, object] = {"error": self.reason}
-        if self.errors is not None:
-            body["errors"] = self.errors
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+    @classmethod
+    def from_settings(cls, settings: IngestSettings, schemas: SchemaSet | None = None) -> Gateway:
+        schemas = schemas or SchemaSet.load()
+        pool = connection_pool(settings)
+        redis = aioredis.Redis(connection_pool=pool)
+        limiter = redis_limiter(settings.redis_url, pool)
+        produce_timeout = settings.ingest_produce_timeout_seconds
+        return cls(
+            settings=settings,
+            verifier=FirebaseTokenVerifier(
+                settings.firebase_project_id, CertificateSource(settings.firebase_certs_url),
+                clock_skew=settings.auth_clock_skew_seconds,
+            ),
+            publisher=UploadPublisher(settings.kafka_bootstrap_servers, produce_timeout=produce_timeout),
+            upload_schema=schemas[UPLOAD_SCHEMA],
+            request_schema=schemas[REQUEST_SCHEMA],
+            redis=redis,
+            # a pending claim outlives the longest produce, so a live request is never overtaken
+            ledger=UploadLedger(redis, ttl_seconds=settings.ingest_idempotency_ttl_seconds,
+                                pending_seconds=2 * produce_timeout + 5, wait_seconds=produce_timeout + 1),
+            user_limit=RateLimit("ingest-user", settings.ingest_rate_limit_per_user, limiter),
+            ip_limit=RateLimit("ingest-ip", settings.ingest_rate_limit_per_ip, limiter),
+        )
 
 
 class UploadHandler:
-    def __init__(self, settings: IngestSettings, verifier: FirebaseTokenVerifier,
-                 publisher: UploadPublisher, schema: AvroSchema) -> None:
-        self._settings = settings
-        self._verifier = verifier
-        self._publisher = publisher
-        self._schema = schema
+    def __init__(self, gateway: Gateway) -> None:
+        self._g = gateway
+        s = gateway.settings
+        self._limits = BodyLimits(s.ingest_max_body_bytes, s.ingest_max_decompressed_bytes)
+
+    def _rules(self) -> ValidationRules:
+        s = self._g.settings
+        return ValidationRules(now=datetime.now(UTC), clock_skew=timedelta(seconds=s.auth_clock_skew_seconds),
+                               history=timedelta(days=s.ingest_history_days), max_samples=s.ingest_max_samples)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -77,119 +119,155 @@ class UploadHandler:
         return response
 
     async def _handle(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        await self._limit(self._g.ip_limit, client, "client")
         user_id = await self._authenticate(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in JSON_TYPES:
-            raise Rejection(415, "unsupported_media_type")
-        body = await self._read_body(request)
-        upload = self._parse(body)
+        quota = await self._limit(self._g.user_limit, user_id, "user")
+        media_type(request.headers.get("content-type"))  # 415 before reading the body
+        raw = await read_limited(request.stream(), request.headers.get("content-length"),
+                                 self._limits.max_bytes)
+        upload = parse_upload(raw, content_type=request.headers.get("content-type"),
+                              content_encoding=request.headers.get("content-encoding"),
+                              limits=self._limits, rules=self._rules(), avro_schema=self._g.request_schema)
+        if upload.user_id is not None and upload.user_id != user_id:
+            raise Rejection(403, "forbidden",
+                            errors=[{"loc": ["user_id"], "msg": "the upload names a user other than the token's"}])
         record = upload.to_record(user_id, datetime.now(UTC))
         try:
-            value = self._schema.encode(record)
+            value = self._g.upload_schema.encode(record)
         except AvroValidationError as exc:
             raise Rejection(422, "schema_violation",
-                            errors=[{"loc": [], "msg": p} for p in exc.problems]) from None
+                            errors=[{"loc": ["body"], "msg": problem} for problem in exc.problems]) from None
+        response = await self._publish_once(user_id, upload, value)
+        response.headers.update(quota.headers())
+        return response
+
+    async def _limit(self, limit: RateLimit, identity: str, loc: str) -> RateDecision:
+        decision = await limit.hit(identity)
+        if not decision.allowed:
+            raise Rejection(429, "rate_limited", headers=decision.headers(),
+                            errors=[{"loc": [loc], "msg": f"more than {limit.item} requests"}])
+        return decision
+
+    async def _authenticate(self, request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Rejection(401, "missing_bearer_token", headers={"WWW-Authenticate": "Bearer"},
+                            errors=[{"loc": ["header", "authorization"], "msg": "Bearer token required"}])
+        try:
+            verified = await self._g.verifier.verify(token.strip())
+        except InvalidTokenError as exc:
+            raise Rejection(401, "invalid_token", headers=CHALLENGE,
+                            errors=[{"loc": ["header", "authorization"], "msg": exc.reason}]) from None
+        return verified.user_id
+
+    async def _publish_once(self, user_id: str, upload: UploadRequest, value: bytes) -> JSONResponse:
+        upload_id = str(upload.upload_id)
+        digest = upload.digest()
+        accepted = len(upload.samples)
+        try:
+            outcome = await self._g.ledger.claim(user_id, upload_id, digest)
+        except LedgerUnavailable as exc:
+            # Degrade to at-least-once: publish, and let consumers drop repeats by upload_id.
+            metrics.IDEMPOTENCY.labels("unchecked").inc()
+            log.warning("idempotency ledger unavailable: publishing unchecked",
+                        extra={"upload_id": upload_id, "error": str(exc)})
+            await self._publish(user_id, upload_id, value, idempotency=b"unchecked")
+            return self._accepted(upload_id, accepted)
+        if isinstance(outcome, Published):
+            metrics.IDEMPOTENCY.labels("duplicate").inc()
+            return JSONResponse({"upload_id": upload_id, "accepted": outcome.accepted, "duplicate": True},
+                                status_code=200)
+        if isinstance(outcome, Conflict):
+            metrics.IDEMPOTENCY.labels("conflict").inc()
+            raise Rejection(409, "upload_id_conflict", errors=[{
+                "loc": ["upload_id"], "msg": "this upload_id was already used for different content"}])
+        if isinstance(outcome, InFlight):
+            metrics.IDEMPOTENCY.labels("in_flight").inc()
+            raise Rejection(503, "upload_in_progress", headers={"Retry-After": "1"}, errors=[{
+                "loc": ["upload_id"], "msg": "the same upload is still being stored; retry"}])
+        assert isinstance(outcome, Claim)
+        try:
+            partition, offset = await self._publish(user_id, upload_id, value, idempotency=b"ledger")
+        except Rejection:
+            with contextlib.suppress(LedgerUnavailable):  # the pending claim expires by itself
+                await self._g.ledger.release(outcome)
+            raise
+        metrics.IDEMPOTENCY.labels("new").inc()
+        try:
+            await self._g.ledger.mark_published(outcome, digest, Published(accepted, partition, offset))
+        except LedgerUnavailable as exc:
+            metrics.IDEMPOTENCY.labels("unmarked").inc()
+            log.error("upload stored but not recorded in the ledger; a retry may publish it again",
+                      extra={"upload_id": upload_id, "error": str(exc)})
+        return self._accepted(upload_id, accepted)
+
+    def _accepted(self, upload_id: str, accepted: int) -> JSONResponse:
+        metrics.SAMPLES_ACCEPTED.inc(accepted)
+        log.info("upload accepted", extra={"upload_id": upload_id, "samples": accepted})
+        return JSONResponse({"upload_id": upload_id, "accepted": accepted, "trace_id": current_trace_id()},
+                            status_code=202)
+
+    async def _publish(self, user_id: str, upload_id: str, value: bytes, *, idempotency: bytes) -> tuple[int, int]:
         with tracer.start_as_current_span(
             f"{HEALTH_SAMPLES} publish",
             kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "kafka", "messaging.destination.name": HEALTH_SAMPLES,
                         "messaging.operation.type": "publish"},
         ) as span:
-            headers = self._schema.headers() + context_headers() + [
-                ("upload_id", record["upload_id"].encode())
-            ]
-            produce_started = time.perf_counter()
+            headers = self._g.upload_schema.headers() + context_headers() + [
+                ("upload_id", upload_id.encode()), ("circadia.idempotency", idempotency)]
+            started = time.perf_counter()
             try:
-                partition, offset = await self._publisher.publish(
-                    HEALTH_SAMPLES, key=user_id.encode(), value=value, headers=headers
-                )
+                partition, offset = await self._g.publisher.publish(
+                    HEALTH_SAMPLES, key=user_id.encode(), value=value, headers=headers)
             except BrokerUnavailable:
-                log.error("upload not stored: Kafka unavailable", exc_info=True,
-                          extra={"upload_id": record["upload_id"]})
-                raise Rejection(503, "broker_unavailable", headers={"Retry-After": "5"}) from None
-            metrics.PRODUCE_DURATION.observe(time.perf_counter() - produce_started)
+                log.error("upload not stored: Kafka unavailable", exc_info=True, extra={"upload_id": upload_id})
+                raise Rejection(503, "broker_unavailable", headers={"Retry-After": "5"}, errors=[{
+                    "loc": [], "msg": "the upload was not stored; retry later"}]) from None
+            metrics.PRODUCE_DURATION.observe(time.perf_counter() - started)
             span.set_attribute("messaging.destination.partition.id", str(partition))
             span.set_attribute("messaging.kafka.offset", offset)
-        metrics.SAMPLES_ACCEPTED.inc(len(upload.samples))
-        log.info("upload accepted", extra={"upload_id": record["upload_id"],
-                                           "samples": len(upload.samples),
-                                           "partition": partition, "offset": offset})
-        return JSONResponse(
-            {"upload_id": record["upload_id"], "accepted": len(upload.samples),
-             "trace_id": current_trace_id()},
-            status_code=202,
-        )
-
-    async def _authenticate(self, request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Rejection(401, "missing_bearer_token", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            verified = await self._verifier.verify(token.strip())
-        except InvalidTokenError as exc:
-            raise Rejection(401, "invalid_token", errors=[{"loc": ["authorization"], "msg": exc.reason}],
-                            headers=challenge) from None
-        return verified.user_id
-
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self._settings.ingest_max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Rejection(413, "body_too_large")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Rejection(413, "body_too_large")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _parse(self, body: bytes) -> UploadRequest:
-        try:
-            upload = UploadRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise Rejection(422, "invalid_upload", errors=[
-                {"loc": list(error["loc"]), "msg": error["msg"]}
-                for error in exc.errors(include_url=False)
-            ]) from None
-        if len(upload.samples) > self._settings.ingest_max_samples:
-            raise Rejection(422, "too_many_samples", errors=[{
-                "loc": ["samples"],
-                "msg": f"at most {self._settings.ingest_max_samples} samples per upload",
-            }])
-        return upload
+        return partition, offset
 
 
-def create_app(settings: IngestSettings, verifier: FirebaseTokenVerifier,
-               publisher: UploadPublisher, schema: AvroSchema) -> Starlette:
+def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await publisher.start()
+        await gateway.publisher.start()
         try:
             yield
         finally:
-            await publisher.stop()
+            await gateway.publisher.stop()
+            await gateway.redis.aclose()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        broker = await publisher.ready()
-        return JSONResponse({"ready": broker, "checks": {"kafka": broker}},
-                            status_code=200 if broker else 503)
+        kafka = await gateway.publisher.ready()
+        redis = await redis_answers(gateway.redis)
+        # Without Redis the gateway still stores uploads (rate limits fail open, idempotency
+        # degrades to at-least-once), so only Kafka decides readiness.
+        return JSONResponse({"ready": kafka, "degraded": not redis, "checks": {"kafka": kafka, "redis": redis}},
+                            status_code=200 if kafka else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         return PlainTextResponse(prometheus_client.generate_latest(),
                                  media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
+    document = json.loads(OPENAPI_PATH.read_text())
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
     return Starlette(
         routes=[
-            Route("/v1/uploads", UploadHandler(settings, verifier, publisher, schema).handle,
-                  methods=["POST"]),
+            Route("/v1/uploads", UploadHandler(gateway).handle, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
+            Route("/openapi.json", openapi),
         ],
         lifespan=lifespan,
     )

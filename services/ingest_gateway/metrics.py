@@ -11,9 +11,19 @@ REQUEST_DURATION = Histogram(
 SAMPLES_ACCEPTED = Counter(
     "circadia_ingest_samples_accepted_total", "Samples in uploads the broker acknowledged."
 )
+SAMPLES_REJECTED = Counter(
+    "circadia_ingest_samples_rejected_total", "Samples in uploads refused after parsing, by reason.",
+    ["reason"],
+)
 REJECTIONS = Counter(
-    "circadia_ingest_rejections_total", "Rejected uploads by reason.", ["reason"]
+    "circadia_ingest_rejections_total", "Refused uploads by reason.", ["reason"]
 )
 PRODUCE_DURATION = Histogram(
     "circadia_ingest_produce_duration_seconds", "Time from send to broker acknowledgement."
+)
+IDEMPOTENCY = Counter(
+    "circadia_ingest_idempotency_total",
+    "Idempotency ledger outcomes: new, duplicate, conflict, in_flight, unchecked (Redis down), "
+    "unmarked (published but the ledger could not record it).",
+    ["outcome"],
 )

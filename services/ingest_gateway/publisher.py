@@ -8,7 +8,6 @@ import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-
 from circadia.kafka import create_producer
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+from circadia.config import AuthSettings, RedisSettings
 from pydantic import Field
 
-from circadia.config import AuthSettings
 
-
-class IngestSettings(AuthSettings):
+class IngestSettings(AuthSettings, RedisSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = Field(default=8080, ge=1, le=65535)
+    ingest_trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated proxy addresses whose X-Forwarded-For is believed; "
+        "empty: the client address is the socket peer.",
+    )
     ingest_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    ingest_max_decompressed_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     ingest_max_samples: int = Field(default=50_000, ge=1)
+    ingest_history_days: int = Field(default=30, ge=1, description="Oldest accepted sample age.")
     ingest_produce_timeout_seconds: float = Field(default=10.0, gt=0)
+    ingest_idempotency_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    ingest_rate_limit_per_user: str = Field(default="120/minute")
+    ingest_rate_limit_per_ip: str = Field(default="600/minute")

@@ -1,0 +1,139 @@
+"""From request bytes to a validated upload: size limits, decompression, JSON or Avro.
+
+Everything here is pure except ``read_limited``; every failure is a ``Rejection`` with
+its status (413 too large, 415 unsupported type or encoding, 422 invalid content).
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from typing import Any
+
+import fastavro
+from circadia.avro import AvroSchema
+from pydantic import ValidationError
+
+from ingest_gateway.errors import Rejection
+from ingest_gateway.models import UploadRequest, ValidationRules
+
+JSON = "application/json"
+AVRO = "application/vnd.circadia.upload.v1+avro"
+MEDIA_TYPES = (JSON, AVRO)
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    max_bytes: int
+    max_decompressed_bytes: int
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
+    """Read at most ``limit`` bytes, refusing as soon as more arrive (413 before parsing)."""
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+        raise Rejection(413, "body_too_large", errors=[{"loc": ["body"], "msg": f"over {limit} bytes"}])
+    buffer, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise Rejection(413, "body_too_large", errors=[{"loc": ["body"], "msg": f"over {limit} bytes"}])
+        buffer.append(chunk)
+    return b"".join(buffer)
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type, refusing anything but the accepted ones (and charsets other than UTF-8)."""
+    kind, _, params = (content_type or "").partition(";")
+    kind = kind.strip().lower()
+    if kind not in MEDIA_TYPES:
+        raise Rejection(415, "unsupported_media_type",
+                        errors=[{"loc": ["header", "content-type"], "msg": f"use {' or '.join(MEDIA_TYPES)}"}])
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise Rejection(415, "unsupported_charset",
+                            errors=[{"loc": ["header", "content-type"], "msg": "charset must be utf-8"}])
+    return kind
+
+
+def decompress(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip`` without ever holding more than ``limit`` bytes (zip bombs → 413)."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return raw
+    if encoding not in ("gzip", "x-gzip"):
+        raise Rejection(415, "unsupported_content_encoding",
+                        errors=[{"loc": ["header", "content-encoding"], "msg": "use gzip or identity"}])
+    out = bytearray()
+    data = raw
+    try:
+        while data:  # a gzip stream may hold several members
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out += inflater.decompress(data, limit + 1 - len(out))
+            while inflater.unconsumed_tail and len(out) <= limit:
+                out += inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(out))
+            if len(out) > limit:
+                raise Rejection(413, "decompressed_body_too_large",
+                                errors=[{"loc": ["body"], "msg": f"over {limit} bytes once decompressed"}])
+            if not inflater.eof:
+                raise Rejection(422, "invalid_gzip", errors=[{"loc": ["body"], "msg": "truncated gzip stream"}])
+            data = inflater.unused_data
+    except zlib.error as exc:
+        raise Rejection(422, "invalid_gzip", errors=[{"loc": ["body"], "msg": f"not gzip: {exc}"}]) from None
+    return bytes(out)
+
+
+def _pydantic_errors(exc: ValidationError) -> list[dict[str, object]]:
+    return [
+        {"loc": list(error["loc"]), "msg": error["msg"].removeprefix("Value error, ")}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _from_avro(raw: bytes, schema: AvroSchema) -> dict[str, Any]:
+    """The Avro request as the same structure the JSON body has (local-time timestamps)."""
+    buffer = io.BytesIO(raw)
+    try:
+        record = fastavro.schemaless_reader(buffer, schema.parsed)
+    except Exception as exc:  # hostile bytes surface as many exception types; all mean "not this schema"
+        raise Rejection(422, "invalid_avro",
+                        errors=[{"loc": ["body"], "msg": f"not a {schema.name}: {type(exc).__name__}"}]) from None
+    if buffer.tell() != len(raw):
+        raise Rejection(422, "invalid_avro", errors=[{"loc": ["body"], "msg": "trailing bytes after the record"}])
+    samples = []
+    for index, sample in enumerate(record["samples"]):
+        try:
+            tz = timezone(timedelta(minutes=sample["utc_offset_minutes"]))
+            start, end = sample["start"].astimezone(tz), sample["end"].astimezone(tz)
+        except (ValueError, OverflowError):
+            raise Rejection(422, "invalid_upload", errors=[{
+                "loc": ["samples", index, "utc_offset_minutes"],
+                "msg": "offset must be within ±24 hours of a representable time"}]) from None
+        sleep = sample["type"] == "sleep_analysis"
+        samples.append({
+            "type": sample["type"],
+            "start": start,
+            "end": end,
+            "value": sample["stage"] if sleep else sample["value"],
+            "unit": sample["unit"],
+        })
+    upload = {"upload_id": str(record["upload_id"]), "device": record["device"], "samples": samples}
+    if record["user_id"] is not None:
+        upload["user_id"] = record["user_id"]
+    return upload
+
+
+def parse_upload(raw: bytes, *, content_type: str | None, content_encoding: str | None,
+                 limits: BodyLimits, rules: ValidationRules, avro_schema: AvroSchema) -> UploadRequest:
+    """Bytes as received (already within ``limits.max_bytes``) → a validated upload."""
+    kind = media_type(content_type)
+    body = decompress(raw, content_encoding, limits.max_decompressed_bytes)
+    try:
+        if kind == AVRO:
+            return UploadRequest.validate_python(_from_avro(body, avro_schema), rules)
+        return UploadRequest.validate_json(body, rules)
+    except ValidationError as exc:
+        raise Rejection(422, "invalid_upload", errors=_pydantic_errors(exc)) from None

@@ -1,0 +1,26 @@
+"""The one error type of the ingest gateway: a refusal with a status, a reason and details."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from starlette.responses import JSONResponse
+
+
+class Rejection(Exception):
+    """An upload the gateway refuses. ``reason`` is a stable machine-readable word; ``errors``
+    lists field-level problems as ``{"loc": [...], "msg": "..."}``."""
+
+    def __init__(self, status: int, reason: str, *, errors: Sequence[Mapping[str, object]] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.errors = list(errors) if errors is not None else None
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        body: dict[str, object] = {"error": self.reason}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
