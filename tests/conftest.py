@@ -4,12 +4,14 @@ The Kafka broker comes from exactly one fixture, in this order:
 1. ``KAFKA_BOOTSTRAP_SERVERS`` when set (a broker you run yourself);
 2. a testcontainers Kafka (KRaft) container when a Docker engine answers;
 3. the project's own launcher: a real Kafka 4.4 process in a temporary folder on free ports.
-A broker that cannot be obtained fails the run; it is never a skip.
+Redis the same way (``REDIS_URL``, testcontainers, Debian's redis-server).
+A server that cannot be obtained fails the run; it is never a skip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -17,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from circadia.devkeys import DevIssuer
 from circadia.devstack.kafka import LocalKafka, broker_answers
+from circadia.devstack.redis import LocalRedis
 from circadia.kafka import ensure_topics
 from circadia.tracing import configure_tracing
 
@@ -34,6 +36,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@functools.cache
 def _docker_answers() -> bool:
     try:
         import docker
@@ -75,6 +78,27 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield kafka.bootstrap_servers
     finally:
         kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: ``REDIS_URL``, else testcontainers, else Debian's redis-server (installed if missing)."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    if _docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+        return
+    server = LocalRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

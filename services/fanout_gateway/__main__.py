@@ -6,12 +6,12 @@ import asyncio
 import logging
 import signal
 
-from websockets.asyncio.server import serve
-
 from circadia.auth import CertificateSource, FirebaseTokenVerifier
 from circadia.avro import SchemaSet
 from circadia.logs import configure_logging
 from circadia.tracing import configure_tracing
+from websockets.asyncio.server import serve
+
 from fanout_gateway.feed import PredictionFeed
 from fanout_gateway.server import FanoutServer
 from fanout_gateway.settings import FanoutSettings

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-
 from circadia.avro import AvroSchema, SchemaSet
 from circadia.kafka import topic_partitions
 from circadia.topics import PREDICTIONS
+
 from fanout_gateway import metrics
 
 log = logging.getLogger(__name__)

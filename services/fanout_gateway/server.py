@@ -18,6 +18,10 @@ import time
 from http import HTTPStatus
 
 import prometheus_client
+from circadia.auth import FirebaseTokenVerifier, InvalidTokenError
+from circadia.jsonable import jsonable
+from circadia.topics import PREDICTIONS
+from circadia.tracing import context_from_headers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from websockets.asyncio.server import ServerConnection
@@ -25,10 +29,6 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from circadia.auth import FirebaseTokenVerifier, InvalidTokenError
-from circadia.jsonable import jsonable
-from circadia.topics import PREDICTIONS
-from circadia.tracing import context_from_headers
 from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
 from fanout_gateway.registry import ConnectionRegistry

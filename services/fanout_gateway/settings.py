@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from pydantic import Field
-
 from circadia.config import AuthSettings
+from pydantic import Field
 
 
 class FanoutSettings(AuthSettings):

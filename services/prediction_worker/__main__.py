@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import faust
 import prometheus_client
-
 from circadia.avro import SchemaSet
 from circadia.logs import JsonFormatter
 from circadia.tracing import configure_tracing
+
 from prediction_worker.app import build_app
 from prediction_worker.settings import WorkerSettings
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
-
 from circadia import __version__
 from circadia.avro import SchemaSet
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
 from circadia.tracing import context_from_headers, context_headers
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from prediction_worker import daily, metrics
 from prediction_worker.settings import WorkerSettings
 

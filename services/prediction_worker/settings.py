@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
 from circadia.config import ServiceSettings
+from pydantic import Field
 
 
 class WorkerSettings(ServiceSettings):

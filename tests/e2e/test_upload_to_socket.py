@@ -11,27 +11,30 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
 from circadia.avro import SchemaSet, header
 from circadia.devstack.stack import SERVICES, LocalStack, Ports
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
 from tests.conftest import free_port
 
 AUTH_TIMEOUT = 1.5
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     ports = Ports(kafka=0, kafka_controller=0, ingest=free_port(), fanout=free_port(),
                   worker_metrics=free_port())
     stack = LocalStack(tmp_path_factory.mktemp("stack"), ports, external_kafka=kafka_bootstrap,
+                       external_redis=redis_url,
                        overrides=(("CIRCADIA_FANOUT_AUTH_TIMEOUT_SECONDS", str(AUTH_TIMEOUT)),
                                   ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}")))
     stack.up(report=lambda line: None)
@@ -41,12 +44,17 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         stack.down()
 
 
+YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
+LATE_EVENING = datetime.combine(YESTERDAY, dtime(23, 50), tzinfo=UTC)
+
+
 def upload_body(steps: list[int]) -> dict:
+    """Minute samples from 23:50 UTC yesterday on."""
     return {
         "upload_id": str(uuid.uuid4()),
         "device": {"id": "watch-1", "model": "Watch7,1", "os": "watchOS 11.2"},
-        "samples": [{"type": "step_count", "start": f"2026-11-24T23:{50 + i}:00+00:00",
-                     "end": f"2026-11-24T23:{51 + i}:00+00:00", "value": v, "unit": "count"}
+        "samples": [{"type": "step_count", "start": (LATE_EVENING + timedelta(minutes=i)).isoformat(),
+                     "end": (LATE_EVENING + timedelta(minutes=i + 1)).isoformat(), "value": v, "unit": "count"}
                     for i, v in enumerate(steps)],
     }
 
@@ -76,7 +84,7 @@ async def test_upload_reaches_its_users_socket_and_no_one_elses(stack: LocalStac
     ada = await open_socket(stack, "ada")
     grace = await open_socket(stack, "grace")
     try:
-        body = upload_body([30, 45, 25])  # 23:50-23:53 UTC
+        body = upload_body([30, 45, 25])  # 23:50-23:53 UTC yesterday
         response = await post(stack, "ada", body)
         assert response.status_code == 202, response.text
         assert response.json() == {"upload_id": body["upload_id"], "accepted": 3,
@@ -87,11 +95,11 @@ async def test_upload_reaches_its_users_socket_and_no_one_elses(stack: LocalStac
         assert prediction["user_id"] == "ada"
         assert prediction["source_upload_ids"] == [body["upload_id"]]
         assert prediction["daily_activity"] == [{
-            "date": "2026-11-24", "steps": 100.0, "activity_counts": None, "minutes_covered": 3,
+            "date": YESTERDAY.isoformat(), "steps": 100.0, "activity_counts": None, "minutes_covered": 3,
             "coverage": 3 / 1440, "heart_rate_mean": None, "heart_rate_minutes": 0,
         }]
         assert prediction["methods"] == {"daily_activity": "daily-totals/prorated-overlap@1"}
-        assert prediction["window_start"].startswith("2026-11-24T23:50:00")
+        assert prediction["window_start"].startswith(f"{YESTERDAY.isoformat()}T23:50:00")
         assert set(message["cursor"]) == {"partition", "offset"}
 
         # grace's socket stays silent while ada's result is delivered ...

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from circadia import cli
 from circadia.auth import CertificateSource, FirebaseTokenVerifier
 from circadia.devstack.stack import LOCAL_PROJECT_ID, LocalStack
@@ -34,7 +33,7 @@ def test_status_of_a_stack_that_never_ran(tmp_path: Path, monkeypatch: pytest.Mo
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CIRCADIA_LOCAL_DIR", str(tmp_path))
     assert cli.main(["status"]) == 3
-    assert capsys.readouterr().out.count("stopped") == 4
+    assert capsys.readouterr().out.count("stopped") == 5  # redis, kafka and the three services
     assert cli.main(["down"]) == 0
     assert "nothing was running" in capsys.readouterr().out
 

@@ -7,7 +7,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-
 from circadia.avro import (
     HEADER_FINGERPRINT,
     AvroValidationError,
