@@ -6,6 +6,7 @@
   circadia init            topics and dev keys on an external broker (docker compose)
   circadia token USER_ID   print an ID token the local stack accepts
   circadia demo            simulated devices upload a day; apps print what arrives
+  circadia dlq list|replay inspect the dead-letter topic, re-publish after a fix
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from circadia.devstack.kafka import KafkaLaunchError
@@ -59,6 +61,28 @@ def _init(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dlq(stack: LocalStack, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from circadia import deadletters
+
+    since = datetime.fromisoformat(args.since) if args.since else None
+    if since is not None and since.tzinfo is None:
+        print("--since needs a time zone, e.g. 2026-11-25T10:00:00+00:00", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        letters = asyncio.run(deadletters.list_dead_letters(stack.bootstrap_servers, since=since))
+        for letter in letters:
+            print(deadletters.describe(letter))
+        print(f"{len(letters)} dead letter(s)")
+    else:
+        letters = asyncio.run(deadletters.replay(stack.bootstrap_servers, since=since))
+        for letter in letters:
+            print("replayed " + deadletters.describe(letter))
+        print(f"{len(letters)} dead letter(s) replayed")
+    return 0
+
+
 def _token(stack: LocalStack, args: argparse.Namespace) -> int:
     print(stack.issuer.mint(args.user_id, ttl=args.ttl))
     return 0
@@ -96,14 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.set_defaults(run=_token)
     commands.add_parser("demo", help="simulate devices and apps").set_defaults(run=_demo)
+    dlq = commands.add_parser("dlq", help="list or replay the dead-letter topic")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("--since", help="only dead letters at or after this time (ISO 8601 with offset); "
+                                     "replay then resends them even if replayed before")
+    dlq.set_defaults(run=_dlq)
     args = parser.parse_args(argv)
     # Start-up probes expect refused connections and report failures themselves.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stack = LocalStack.default()
-    if args.command == "init":
-        import os
-
-        stack = LocalStack(stack.root, external_kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    if args.command in ("init", "dlq") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        stack = LocalStack(stack.root, external_kafka=os.environ["KAFKA_BOOTSTRAP_SERVERS"])
     return int(args.run(stack, args))
 
 

@@ -31,10 +31,12 @@ HOURS = 24
 class UserRun:
     user_id: str
     token: str
+    day: str = ""
     steps_sent: float = 0.0
     uploads: list[str] = field(default_factory=list)
     acknowledged: int = 0
-    predictions: dict[str, float] = field(default_factory=dict)  # upload_id -> steps in result
+    reflected: set[str] = field(default_factory=set)  # upload_ids some received result reflects
+    window_steps: float = 0.0  # steps of the demo day in the latest result
 
 
 def day_of_steps(seed: str, day: datetime) -> list[dict]:
@@ -91,15 +93,17 @@ async def _listen(ws: ClientConnection, run: UserRun, runs: list[UserRun], displ
         prediction = message["prediction"]
         if prediction["user_id"] != run.user_id:
             raise AssertionError(f"{run.user_id} received {prediction['user_id']}'s prediction")
-        steps = sum(day["steps"] or 0 for day in prediction["daily_activity"])
-        covered = sum(day["minutes_covered"] for day in prediction["daily_activity"])
-        for upload_id in prediction["source_upload_ids"]:
-            run.predictions[upload_id] = steps
+        day = next((d for d in prediction["daily_activity"] if d["date"] == run.day), None)
+        run.window_steps = (day["steps"] or 0.0) if day else 0.0
+        run.reflected.update(prediction["source_upload_ids"])
         display.received += 1
+        rhythm = prediction.get("cosinor") or {}
+        peak = f", activity peaks at {rhythm['acrophase']}" if rhythm.get("acrophase") else ""
         display.event(f"  {run.user_id:<11} <- prediction {prediction['prediction_id'][:8]}: "
-                      f"{steps:>6.0f} steps over {covered} minutes covered "
+                      f"{run.window_steps:>6.0f} steps on {run.day} so far, "
+                      f"{prediction['window_minutes_covered']} minutes in the 7-day window{peak} "
                       f"(partition {message['cursor']['partition']}, offset {message['cursor']['offset']})")
-        if all(len(r.predictions) == HOURS for r in runs):
+        if all(len(r.reflected) == HOURS for r in runs):
             done.set()
 
 
@@ -124,7 +128,7 @@ async def _upload_day(client: httpx.AsyncClient, run: UserRun, day: datetime, di
 async def run_demo(issuer: DevIssuer, ingest_url: str, stream_url: str, *, timeout: float = 120.0) -> bool:
     offset = timezone(timedelta(hours=1))
     yesterday = datetime.now(offset).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    runs = [UserRun(user, issuer.mint(user)) for user in USERS]
+    runs = [UserRun(user, issuer.mint(user), day=yesterday.date().isoformat()) for user in USERS]
     display = Display(total=HOURS * len(runs))
     print(f"simulating {yesterday.date()} for {len(runs)} users: 1440 minutes of steps each, "
           f"uploaded an hour at a time to {ingest_url}")
@@ -152,12 +156,11 @@ async def run_demo(issuer: DevIssuer, ingest_url: str, stream_url: str, *, timeo
     if display.tty:
         print()
     ok = True
-    print("\nsummary (steps sent by the device vs. steps in the predictions it received):")
+    print("\nsummary (steps the device sent vs. the day's steps in the latest result):")
     for run in runs:
-        received = sum(run.predictions.values())
-        complete = len(run.predictions) == len(run.uploads)
-        match = complete and abs(received - run.steps_sent) < 1e-6
+        complete = len(run.reflected) == len(run.uploads)
+        match = complete and abs(run.window_steps - run.steps_sent) < 1e-6
         ok &= match
-        print(f"  {run.user_id:<11} sent {run.steps_sent:>7.0f}  received {received:>9.0f}  "
-              f"predictions {len(run.predictions)}/{len(run.uploads)}  {'OK' if match else 'MISMATCH'}")
+        print(f"  {run.user_id:<11} sent {run.steps_sent:>7.0f}  reported {run.window_steps:>9.0f}  "
+              f"uploads reflected {len(run.reflected)}/{len(run.uploads)}  {'OK' if match else 'MISMATCH'}")
     return ok

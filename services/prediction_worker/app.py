@@ -1,38 +1,65 @@
-"""The stream topology: health.samples.v1 → results on predictions.v1, failures to the DLQ."""
+"""The stream topology: health.samples.v1 → per-user windows → predictions.v1, failures to the DLQ.
+
+One faust agent applies each upload to its user's window (a changelog-backed table, so a
+restarted worker restores the windows instead of recomputing them), then publishes a
+result, or leaves it pending when results are debounced or publishing fails; a timer
+publishes what is pending. A record that cannot be decoded or applied goes to
+``health.samples.dlq.v1`` with its stage and error and is never half-applied.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import faust
-from circadia import __version__
-from circadia.avro import SchemaSet
+from aiokafka.errors import KafkaError
+from circadia.avro import AvroSchema, SchemaSet
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
 from circadia.tracing import context_from_headers, context_headers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from prediction_worker import daily, metrics
+from prediction_worker import metrics
+from prediction_worker.results import ModelOutcome, build_prediction
 from prediction_worker.settings import WorkerSettings
+from prediction_worker.window import StateFormatError, UserWindow
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("prediction_worker")
 
 UPLOAD_SCHEMA = "io.circadia.health.HealthUpload"
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
+WINDOWS_TABLE = "user-windows"
 _PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
+TRANSIENT = (KafkaError, TimeoutError, ConnectionError)
+T = TypeVar("T")
+
+Headers = list[tuple[str, bytes]]
+
+
+class ModelStage(Protocol):
+    async def run(self, window: UserWindow) -> ModelOutcome: ...
+
+
+class NoModel:
+    """No weights configured: results carry no PAT block, and say nothing about it."""
+
+    async def run(self, window: UserWindow) -> ModelOutcome:
+        return ModelOutcome()
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
 
 
-def _header_list(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+def header_list(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None) -> Headers:
     if headers is None:
         return []
     if isinstance(headers, Mapping):
@@ -40,23 +67,207 @@ def _header_list(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | No
     return list(headers)
 
 
-def compute_prediction(upload: Mapping[str, Any], computed_at: datetime) -> dict[str, Any]:
-    """The result record for one decoded upload (pure; the caller supplies the clock)."""
-    samples = upload["samples"]
-    return {
-        "prediction_id": str(uuid.uuid4()),
-        "user_id": upload["user_id"],
-        "source_upload_ids": [str(upload["upload_id"])],
-        "computed_at": computed_at,
-        "window_start": min(s["start"] for s in samples),
-        "window_end": max(s["end"] for s in samples),
-        "code_version": __version__,
-        "daily_activity": daily.daily_activity(samples),
-        "methods": {"daily_activity": daily.METHOD},
-    }
+async def retrying(stage: str, action: Callable[[], Awaitable[T]], *, attempts: int, backoff: float) -> T:
+    """Run ``action``, retrying transient failures with exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await action()
+        except TRANSIENT as exc:
+            if attempt == attempts:
+                raise
+            metrics.RETRIES.labels(stage).inc()
+            log.warning("transient failure, retrying", extra={"stage": stage, "attempt": attempt,
+                                                               "error": repr(exc)})
+            await asyncio.sleep(backoff * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
-def build_app(settings: WorkerSettings, schemas: SchemaSet) -> faust.App:
+class StageError(Exception):
+    """A record failed permanently at ``stage``; it goes to the dead-letter topic."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage}: {cause!r}")
+        self.stage = stage
+        self.cause = cause
+
+
+class WindowStore:
+    """Read-modify-write of users' windows in the faust table, one writer per user at a time."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+        self._locks: dict[bytes, asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def editing(self, user: bytes) -> AsyncIterator[UserWindow]:
+        """Yield the user's window; it is written back only if the block completes."""
+        lock = self._locks.setdefault(user, asyncio.Lock())
+        try:
+            async with lock:
+                window = self._read(user)
+                yield window
+                self._table[user] = window.to_bytes()
+        finally:
+            if not lock.locked():
+                self._locks.pop(user, None)
+
+    def _read(self, user: bytes) -> UserWindow:
+        raw = self._table.get(user)
+        if raw is None:
+            return UserWindow()
+        try:
+            return UserWindow.from_bytes(raw)
+        except StateFormatError:
+            metrics.STATE_RESETS.inc()
+            log.error("unreadable user window, starting afresh", exc_info=True, extra={"user": user.decode()})
+            return UserWindow()
+
+    def users(self) -> list[bytes]:
+        return list(self._table.keys())
+
+    def peek(self, user: bytes) -> UserWindow:
+        return self._read(user)
+
+
+class DeadLetters:
+    def __init__(self, topic: faust.TopicT, *, backoff: float) -> None:
+        self._topic = topic
+        self._backoff = backoff
+
+    async def send(self, event: faust.EventT, headers: Headers, error: StageError) -> None:
+        name = type(error.cause).__name__
+        metrics.DEAD_LETTERS.labels(error.stage, name).inc()
+        metrics.RECORDS.labels("dead_lettered").inc()
+        message = event.message
+        log.error("record sent to the dead-letter topic", exc_info=error.cause, extra={
+            "stage": error.stage, "topic": message.topic, "partition": message.partition, "offset": message.offset})
+        stack = "".join(traceback.format_exception(error.cause))[-4000:]
+        dead_headers = [(k, v) for k, v in headers if not k.startswith(("error.", "source."))] + [
+            ("error.stage", error.stage.encode()),
+            ("error.class", name.encode()),
+            ("error.message", str(error.cause)[:1000].encode()),
+            ("error.stack", stack.encode()),
+            ("source.topic", message.topic.encode()),
+            ("source.partition", str(message.partition).encode()),
+            ("source.offset", str(message.offset).encode()),
+            ("dead_lettered_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        while True:  # a dead letter must not be lost: wait out a broker outage
+            try:
+                await (await self._topic.send(key=event.key, value=event.value, headers=dead_headers, force=True))
+                return
+            except TRANSIENT as exc:
+                metrics.RETRIES.labels("dead_letter").inc()
+                log.warning("dead-letter publish failed, retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(self._backoff)
+
+
+class UploadProcessor:
+    def __init__(self, settings: WorkerSettings, schemas: SchemaSet, store: WindowStore,
+                 predictions: faust.TopicT, dead_letters: DeadLetters, model: ModelStage) -> None:
+        self._settings = settings
+        self._schemas = schemas
+        self._upload_schema: AvroSchema = schemas[UPLOAD_SCHEMA]
+        self._prediction_schema: AvroSchema = schemas[PREDICTION_SCHEMA]
+        self._store = store
+        self._predictions = predictions
+        self._dead_letters = dead_letters
+        self._model = model
+        self.pending_users: set[bytes] = set()
+        self.rescan_needed = True
+
+    async def handle(self, event: faust.EventT) -> None:
+        headers = header_list(event.headers)
+        started = time.perf_counter()
+        with tracer.start_as_current_span(
+            f"{HEALTH_SAMPLES} process",
+            context=context_from_headers(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": HEALTH_SAMPLES,
+                        "messaging.operation.type": "process",
+                        "messaging.destination.partition.id": str(event.message.partition),
+                        "messaging.kafka.offset": event.message.offset},
+        ):
+            try:
+                outcome = await self._apply(event, headers)
+            except StageError as error:
+                await self._dead_letters.send(event, headers, error)
+                return
+        metrics.RECORDS.labels(outcome).inc()
+        metrics.PROCESSING.observe(time.perf_counter() - started)
+
+    async def _apply(self, event: faust.EventT, headers: Headers) -> str:
+        try:
+            upload = self._schemas.decode(event.value, headers, self._upload_schema)
+        except Exception as exc:  # undecodable bytes take many exception types; all are permanent
+            raise StageError("decode", exc) from exc
+        user, upload_id = upload["user_id"].encode(), str(upload["upload_id"])
+        async with self._store.editing(user) as window:
+            if window.holds(upload_id):
+                log.info("upload already applied, skipped", extra={"upload_id": upload_id})
+                return "duplicate"
+            try:
+                report = window.apply(upload)
+            except Exception as exc:  # the window is not written back: nothing is half-applied
+                raise StageError("apply", exc) from exc
+            window.pending.append(upload_id)
+            log.info("upload applied", extra={"upload_id": upload_id, "samples": report.samples,
+                                              "dropped_too_old": report.dropped_too_old})
+            if self._due(window):
+                await self._publish(user, window)
+            self._track_pending(user, window)
+        return "applied"
+
+    def _due(self, window: UserWindow) -> bool:
+        waited = time.time() * 1000 - window.last_published_ms
+        return waited >= self._settings.worker_debounce_seconds * 1000
+
+    async def _publish(self, user: bytes, window: UserWindow) -> None:
+        """Publish one result for the window's pending uploads; on failure they stay pending."""
+        model = await self._model.run(window)
+        record = build_prediction(window, user.decode(), window.pending, datetime.now(UTC), model)
+        value = self._prediction_schema.encode(record)
+        headers = self._prediction_schema.headers() + context_headers() + [
+            ("prediction_id", record["prediction_id"].encode())]
+
+        async def send() -> None:
+            await (await self._predictions.send(key=user, value=value, headers=headers, force=True))
+
+        try:
+            await retrying("publish", send, attempts=self._settings.worker_publish_attempts,
+                           backoff=self._settings.worker_retry_backoff_seconds)
+        except TRANSIENT:
+            metrics.PUBLISH_FAILURES.inc()
+            log.error("result not published; uploads stay pending", exc_info=True,
+                      extra={"pending": len(window.pending)})
+            return
+        metrics.PREDICTIONS.inc()
+        log.info("prediction published", extra={"prediction_id": record["prediction_id"],
+                                                 "uploads": len(window.pending)})
+        window.pending = []
+        window.last_published_ms = int(time.time() * 1000)
+
+    def _track_pending(self, user: bytes, window: UserWindow) -> None:
+        if window.pending:
+            self.pending_users.add(user)
+        else:
+            self.pending_users.discard(user)
+        metrics.PENDING_USERS.set(len(self.pending_users))
+
+    async def flush(self) -> None:
+        """Publish for every user whose pending uploads are due (debounce, failed publishes,
+        and after a restart the pending uploads restored from the changelog)."""
+        if self.rescan_needed:
+            self.rescan_needed = False
+            self.pending_users = {user for user in self._store.users() if self._store.peek(user).pending}
+        for user in list(self.pending_users):
+            async with self._store.editing(user) as window:
+                if window.pending and self._due(window):
+                    await self._publish(user, window)
+                self._track_pending(user, window)
+
+
+def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | None = None) -> faust.App:
     app = faust.App(
         settings.worker_app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
@@ -68,76 +279,39 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet) -> faust.App:
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
     )
-    upload_schema = schemas[UPLOAD_SCHEMA]
-    prediction_schema = schemas[PREDICTION_SCHEMA]
 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=_PARTITIONS[name])
 
     uploads = raw_topic(HEALTH_SAMPLES)
-    predictions = raw_topic(PREDICTIONS)
-    dead_letters = raw_topic(HEALTH_SAMPLES_DLQ)
-
-    async def dead_letter(event: faust.EventT, headers: list[tuple[str, bytes]], exc: Exception) -> None:
-        error = type(exc).__name__
-        metrics.DEAD_LETTERS.labels(error).inc()
-        metrics.RECORDS.labels("dead_lettered").inc()
-        log.error("record sent to dead-letter topic", exc_info=exc, extra={
-            "topic": event.message.topic, "partition": event.message.partition,
-            "offset": event.message.offset,
-        })
-        delivered = await dead_letters.send(
-            key=event.key, value=event.value, force=True,
-            headers=headers + [
-                ("error.class", error.encode()),
-                ("error.message", str(exc)[:1000].encode()),
-                ("source.topic", event.message.topic.encode()),
-                ("source.partition", str(event.message.partition).encode()),
-                ("source.offset", str(event.message.offset).encode()),
-            ],
-        )
-        await delivered
+    # Keyed like health.samples.v1 (user id bytes) and written through the producer's
+    # partitioner, so each window lives in its user's partition even when the flush timer,
+    # outside any stream event, writes it.
+    table = app.Table(WINDOWS_TABLE, key_type=bytes, value_type=bytes,  # bytes: raw serialisation
+                      partitions=_PARTITIONS[HEALTH_SAMPLES], use_partitioner=True)
+    processor = UploadProcessor(
+        settings, schemas, WindowStore(table), raw_topic(PREDICTIONS),
+        DeadLetters(raw_topic(HEALTH_SAMPLES_DLQ), backoff=settings.worker_retry_backoff_seconds),
+        model or NoModel(),
+    )
 
     @app.agent(uploads)
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            headers = _header_list(event.headers)
-            started = time.perf_counter()
-            with tracer.start_as_current_span(
-                f"{HEALTH_SAMPLES} process",
-                context=context_from_headers(headers),
-                kind=SpanKind.CONSUMER,
-                attributes={"messaging.system": "kafka", "messaging.destination.name": HEALTH_SAMPLES,
-                            "messaging.operation.type": "process",
-                            "messaging.destination.partition.id": str(event.message.partition),
-                            "messaging.kafka.offset": event.message.offset},
-            ):
-                try:
-                    upload = schemas.decode(event.value, headers, upload_schema)
-                    record = compute_prediction(upload, datetime.now(UTC))
-                    value = prediction_schema.encode(record)
-                except Exception as exc:  # any failure of one record must not stop the stream
-                    await dead_letter(event, headers, exc)
-                    continue
-                delivered = await predictions.send(
-                    key=record["user_id"].encode(), value=value, force=True,
-                    headers=prediction_schema.headers() + context_headers() + [
-                        ("prediction_id", record["prediction_id"].encode()),
-                    ],
-                )
-                await delivered
-            metrics.RECORDS.labels("processed").inc()
-            metrics.PREDICTIONS.inc()
-            metrics.PROCESSING.observe(time.perf_counter() - started)
-            log.info("prediction published", extra={
-                "upload_id": record["source_upload_ids"][0],
-                "prediction_id": record["prediction_id"],
-                "days": len(record["daily_activity"]),
-            })
+            await processor.handle(event)
+
+    @app.timer(max(0.5, settings.worker_debounce_seconds / 2))
+    async def flush_pending() -> None:
+        await processor.flush()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         metrics.ASSIGNED_PARTITIONS.set(sum(1 for tp in assigned if tp.topic == HEALTH_SAMPLES))
+
+    @app.on_rebalance_complete.connect
+    async def on_restored(sender: Any, **kwargs: Any) -> None:
+        # windows were restored from the changelog: find the uploads still to publish
+        processor.rescan_needed = True
 
     return app

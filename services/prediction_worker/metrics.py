@@ -3,15 +3,36 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS = Counter(
-    "circadia_worker_records_total", "health.samples.v1 records handled, by outcome.", ["outcome"]
+    "circadia_worker_records_total",
+    "health.samples.v1 records handled, by outcome (applied, duplicate, dead_lettered).",
+    ["outcome"],
 )
 DEAD_LETTERS = Counter(
-    "circadia_worker_dead_letters_total", "Records sent to the dead-letter topic, by error.", ["error"]
+    "circadia_worker_dead_letters_total", "Records sent to the dead-letter topic, by stage and error.",
+    ["stage", "error"],
 )
+RETRIES = Counter("circadia_worker_retries_total", "Transient failures retried, by stage.", ["stage"])
 PROCESSING = Histogram(
-    "circadia_worker_processing_duration_seconds", "Decode, compute and publish of one upload."
+    "circadia_worker_processing_duration_seconds", "Decode, apply, compute and publish of one upload."
+)
+MODEL_DURATION = Histogram(
+    "circadia_worker_model_duration_seconds", "PAT encoder forward pass for one user-week.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 PREDICTIONS = Counter("circadia_worker_predictions_total", "Predictions published.")
+PUBLISH_FAILURES = Counter(
+    "circadia_worker_publish_failures_total", "Results kept pending because publishing failed."
+)
+METRIC_ERRORS = Counter(
+    "circadia_worker_metric_errors_total", "Metric groups that failed and were refused, by group.", ["group"]
+)
+STATE_RESETS = Counter(
+    "circadia_worker_state_resets_total", "User windows that could not be read and were started afresh."
+)
+PENDING_USERS = Gauge("circadia_worker_pending_users", "Users with uploads not yet reflected in a result.")
+BREAKER_STATE = Gauge(
+    "circadia_worker_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["breaker"]
+)
 ASSIGNED_PARTITIONS = Gauge(
     "circadia_worker_assigned_partitions", "Partitions of health.samples.v1 assigned to this worker."
 )

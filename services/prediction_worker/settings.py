@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from circadia.config import ServiceSettings
 from pydantic import Field
@@ -11,3 +12,22 @@ class WorkerSettings(ServiceSettings):
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9100, ge=1, le=65535)
     worker_data_dir: Path = Path("/var/lib/circadia/worker")
+    worker_debounce_seconds: float = Field(
+        default=0.0, ge=0,
+        description="At most one result per user per this many seconds; uploads in between are "
+        "reflected together. 0 publishes after every upload.",
+    )
+    worker_publish_attempts: int = Field(default=5, ge=1)
+    worker_retry_backoff_seconds: float = Field(default=0.2, gt=0)
+    worker_pat_weights_path: Path | None = Field(
+        default=None, description="PAT encoder .h5; without it results carry no PAT block."
+    )
+    worker_pat_model_id: str | None = Field(default=None, description="PAT-S, PAT-M or PAT-L (inferred if unset).")
+    worker_pat_normalisation: Literal["per-sequence-zscore", "none"] = "per-sequence-zscore"
+    worker_pat_min_coverage: float = Field(default=0.8, ge=0, le=1)
+    worker_pat_timeout_seconds: float = Field(default=5.0, gt=0)
+    worker_pat_breaker_threshold: int = Field(default=5, ge=1)
+    worker_pat_breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    worker_pat_head_path: Path | None = Field(
+        default=None, description="A trained head (.npz with a JSON metadata sidecar); no clinical score without one."
+    )

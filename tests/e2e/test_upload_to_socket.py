@@ -10,96 +10,52 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from datetime import time as dtime
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from circadia.avro import SchemaSet, header
-from circadia.devstack.stack import SERVICES, LocalStack, Ports
+from circadia.devstack.stack import SERVICES, LocalStack
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import free_port
+from tests.e2e.conftest import (
+    AUTH_TIMEOUT,
+    YESTERDAY,
+    next_prediction,
+    open_socket,
+    post,
+    upload_body,
+)
 
-AUTH_TIMEOUT = 1.5
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    ports = Ports(kafka=0, kafka_controller=0, ingest=free_port(), fanout=free_port(),
-                  worker_metrics=free_port())
-    stack = LocalStack(tmp_path_factory.mktemp("stack"), ports, external_kafka=kafka_bootstrap,
-                       external_redis=redis_url,
-                       overrides=(("CIRCADIA_FANOUT_AUTH_TIMEOUT_SECONDS", str(AUTH_TIMEOUT)),
-                                  ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}")))
-    stack.up(report=lambda line: None)
-    try:
-        yield stack
-    finally:
-        stack.down()
-
-
-YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
-LATE_EVENING = datetime.combine(YESTERDAY, dtime(23, 50), tzinfo=UTC)
-
-
-def upload_body(steps: list[int]) -> dict:
-    """Minute samples from 23:50 UTC yesterday on."""
-    return {
-        "upload_id": str(uuid.uuid4()),
-        "device": {"id": "watch-1", "model": "Watch7,1", "os": "watchOS 11.2"},
-        "samples": [{"type": "step_count", "start": (LATE_EVENING + timedelta(minutes=i)).isoformat(),
-                     "end": (LATE_EVENING + timedelta(minutes=i + 1)).isoformat(), "value": v, "unit": "count"}
-                    for i, v in enumerate(steps)],
-    }
-
-
-async def open_socket(stack: LocalStack, user: str) -> ClientConnection:
-    ws = await connect(f"ws://127.0.0.1:{stack.ports.fanout}/v1/stream")
-    await ws.send(json.dumps({"type": "auth", "token": stack.issuer.mint(user)}))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ready", "user_id": user}
-    return ws
-
-
-async def next_prediction(ws: ClientConnection, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
-        if message["type"] == "prediction":
-            return message
-
-
-async def post(stack: LocalStack, user: str, body: dict) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.ingest}") as client:
-        return await client.post("/v1/uploads", json=body,
-                                 headers={"Authorization": f"Bearer {stack.issuer.mint(user)}"})
+RUN = uuid.uuid4().hex[:6]  # users are new to this run: their windows start empty
+ADA, GRACE, ALAN = f"ada-{RUN}", f"grace-{RUN}", f"alan-{RUN}"
 
 
 async def test_upload_reaches_its_users_socket_and_no_one_elses(stack: LocalStack) -> None:
-    ada = await open_socket(stack, "ada")
-    grace = await open_socket(stack, "grace")
+    ada = await open_socket(stack, ADA)
+    grace = await open_socket(stack, GRACE)
     try:
         body = upload_body([30, 45, 25])  # 23:50-23:53 UTC yesterday
-        response = await post(stack, "ada", body)
+        response = await post(stack, ADA, body)
         assert response.status_code == 202, response.text
         assert response.json() == {"upload_id": body["upload_id"], "accepted": 3,
                                    "trace_id": response.json()["trace_id"]}
 
         message = await next_prediction(ada, timeout=20)
         prediction = message["prediction"]
-        assert prediction["user_id"] == "ada"
+        assert prediction["user_id"] == ADA
         assert prediction["source_upload_ids"] == [body["upload_id"]]
         assert prediction["daily_activity"] == [{
             "date": YESTERDAY.isoformat(), "steps": 100.0, "activity_counts": None, "minutes_covered": 3,
             "coverage": 3 / 1440, "heart_rate_mean": None, "heart_rate_minutes": 0,
         }]
-        assert prediction["methods"] == {"daily_activity": "daily-totals/prorated-overlap@1"}
-        assert prediction["window_start"].startswith(f"{YESTERDAY.isoformat()}T23:50:00")
+        assert prediction["methods"]["daily_activity"] == "daily-totals/merged-minutes@2"
+        assert prediction["window_end"].startswith(f"{YESTERDAY.isoformat()}T23:53:00")
+        assert prediction["window_minutes_covered"] == 3
+        assert prediction["pat"] is None and prediction["clinical_scores"] == []  # no weights configured
         assert set(message["cursor"]) == {"partition", "offset"}
 
         # grace's socket stays silent while ada's result is delivered ...
@@ -107,7 +63,7 @@ async def test_upload_reaches_its_users_socket_and_no_one_elses(stack: LocalStac
             await next_prediction(grace, timeout=3)
         # ... and it is a working socket: grace's own upload reaches it, not ada's
         own = upload_body([7])
-        assert (await post(stack, "grace", own)).status_code == 202
+        assert (await post(stack, GRACE, own)).status_code == 202
         assert (await next_prediction(grace, 20))["prediction"]["source_upload_ids"] == [own["upload_id"]]
         with pytest.raises(TimeoutError):
             await next_prediction(ada, timeout=1)
@@ -117,10 +73,10 @@ async def test_upload_reaches_its_users_socket_and_no_one_elses(stack: LocalStac
 
 
 async def test_every_socket_of_a_user_receives_the_result(stack: LocalStack) -> None:
-    phone, tablet = await open_socket(stack, "alan"), await open_socket(stack, "alan")
+    phone, tablet = await open_socket(stack, ALAN), await open_socket(stack, ALAN)
     try:
         body = upload_body([5, 5])
-        assert (await post(stack, "alan", body)).status_code == 202
+        assert (await post(stack, ALAN, body)).status_code == 202
         for ws in (phone, tablet):
             assert (await next_prediction(ws, 20))["prediction"]["source_upload_ids"] == [body["upload_id"]]
     finally:

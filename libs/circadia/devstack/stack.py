@@ -128,12 +128,20 @@ class LocalStack:
             self.kafka.start()
         created = asyncio.run(ensure_topics(self.bootstrap_servers))
         report(f"topics           ready{' (created ' + ', '.join(created) + ')' if created else ''}")
-        env = {**_inherited_environment(), **self.environment()}
         for spec in SERVICES:
-            self.process(spec.name).start([sys.executable, "-m", spec.module], env)
+            self.start_service(spec.name, wait=False)
         for spec in SERVICES:
             self._wait(spec, timeout)
             report(f"{spec.name:<16} ready ({spec.probe(self.ports)})")
+
+    def start_service(self, name: str, *, wait: bool = True, timeout: float = 120.0,
+                      **overrides: str) -> None:
+        """Start one service (if it is not running) with the stack's settings plus ``overrides``."""
+        spec = next(s for s in SERVICES if s.name == name)
+        env = {**_inherited_environment(), **self.environment(), **overrides}
+        self.process(name).start([sys.executable, "-m", spec.module], env)
+        if wait:
+            self._wait(spec, timeout)
 
     def _wait(self, spec: ServiceSpec, timeout: float) -> None:
         process = self.process(spec.name)

@@ -1,0 +1,147 @@
+"""Reading and replaying the dead-letter topic (``circadia dlq list|replay``).
+
+A dead letter keeps the original key, value and headers, plus ``error.*`` (stage, class,
+message, stack) and ``source.*`` (topic, partition, offset) headers. Replay re-publishes
+the original record to its source topic once the cause is fixed. It is idempotent twice
+over: the replayer commits its position in the consumer group ``circadia-dlq-replay``, so
+a second run does not resend what the first sent, and the worker skips uploads its
+window already holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from circadia.avro import header
+from circadia.kafka import create_producer, topic_partitions
+from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
+
+REPLAY_GROUP = "circadia-dlq-replay"
+_DROPPED_PREFIXES = ("error.", "source.", "dead_lettered_at", "circadia.replayed_from")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    def get(self, name: str) -> str:
+        value = header(self.headers, name)
+        return value.decode(errors="replace") if value is not None else ""
+
+    @property
+    def original_headers(self) -> list[tuple[str, bytes]]:
+        return [(k, v) for k, v in self.headers if not k.startswith(_DROPPED_PREFIXES)]
+
+
+async def _read(bootstrap_servers: str, *, since: datetime | None, group: str | None,
+                topic: str) -> AsyncIterator[DeadLetter]:
+    """Every dead letter up to the end offsets at the start (from ``since``, or the group's position)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, client_id="circadia-dlq")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        starts = await _starts(consumer, partitions, since, group, bootstrap_servers)
+        for tp in partitions:
+            consumer.seek(tp, starts[tp])
+        remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    if message.offset >= ends[tp]:
+                        break
+                    yield DeadLetter(message.partition, message.offset, message.timestamp,
+                                               message.key, message.value, list(message.headers or ()))
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def _starts(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None,
+                  group: str | None, bootstrap_servers: str) -> dict[TopicPartition, int]:
+    beginnings = await consumer.beginning_offsets(partitions)
+    if since is not None:
+        found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
+        ends = await consumer.end_offsets(partitions)
+        return {tp: found[tp].offset if found[tp] is not None else ends[tp] for tp in partitions}
+    if group is None:
+        return beginnings
+    committed = await _committed(bootstrap_servers, group, partitions)
+    return {tp: committed.get(tp, beginnings[tp]) for tp in partitions}
+
+
+async def _committed(bootstrap_servers: str, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        positions = {}
+        for tp in partitions:
+            offset = await consumer.committed(tp)
+            if offset is not None:
+                positions[tp] = offset
+        return positions
+    finally:
+        await consumer.stop()
+
+
+async def _commit(bootstrap_servers: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))  # commits need an assignment, not a group membership
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+async def list_dead_letters(bootstrap_servers: str, *, since: datetime | None = None,
+                            topic: str = HEALTH_SAMPLES_DLQ) -> list[DeadLetter]:
+    return [letter async for letter in _read(bootstrap_servers, since=since, group=None, topic=topic)]
+
+
+async def replay(bootstrap_servers: str, *, since: datetime | None = None, group: str = REPLAY_GROUP,
+                 topic: str = HEALTH_SAMPLES_DLQ) -> list[DeadLetter]:
+    """Re-publish dead letters not replayed before (or all since ``since``); returns them."""
+    producer = create_producer(bootstrap_servers, client_id="circadia-dlq-replay")
+    await producer.start()
+    replayed: list[DeadLetter] = []
+    progress: dict[TopicPartition, int] = {}
+    try:
+        async for letter in _read(bootstrap_servers, since=since, group=None if since else group, topic=topic):
+            source = letter.get("source.topic") or HEALTH_SAMPLES
+            await producer.send_and_wait(source, value=letter.value, key=letter.key, headers=[
+                *letter.original_headers,
+                ("circadia.replayed_from", f"{topic}/{letter.partition}/{letter.offset}".encode()),
+            ])
+            replayed.append(letter)
+            progress[TopicPartition(topic, letter.partition)] = letter.offset + 1
+    finally:
+        await producer.stop()
+        if progress:
+            await _commit(bootstrap_servers, group, progress)
+    return replayed
+
+
+def describe(letter: DeadLetter) -> str:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(letter.timestamp_ms / 1000))
+    return (f"{letter.partition}/{letter.offset}  {when}  stage={letter.get('error.stage') or '?'}  "
+            f"{letter.get('error.class')}: {letter.get('error.message')[:120]}  "
+            f"source={letter.get('source.topic')}/{letter.get('source.partition')}/{letter.get('source.offset')}  "
+            f"upload_id={letter.get('upload_id') or '-'}")

@@ -1,0 +1,280 @@
+"""A user's trailing 7-day window of minute-level data: the worker's per-user state.
+
+What it holds
+- per device, per measure, one value per UTC minute of the window (NaN = no data):
+  ``step_count`` and ``activity_count`` (count in that minute), and for heart rate the
+  weighted sum and the weight (minutes) of readings, so means stay exact when merged;
+- device-reported sleep-stage intervals, kept one day beyond the window's start so the
+  night that straddles it stays whole;
+- the ``upload_id``s already applied (kept 8 days, longer than the gateway's 7-day
+  idempotency), so a redelivered upload is never counted twice, and those applied but not
+  yet reflected in a published result (``pending``).
+
+Resampling (method ``minute-resampling/prorated@1``)
+- a sample over [start, end) spreads its value over the minutes it overlaps, each minute
+  receiving the share of the sample's duration that falls into it; an instantaneous
+  sample counts wholly in its minute (heart rate: an instant weighs one minute);
+- within one upload a device's samples add up; a later upload from the same device
+  replaces that device's values for the minutes it covers (a re-synced range is not
+  counted twice);
+- across devices, step and activity counts are merged by taking the per-minute maximum
+  (two devices measuring the same walk must not double it), heart rate by the weighted
+  mean of all devices' readings;
+- minutes without data stay missing (NaN), never zero.
+
+The window ends at the end of the latest minute with data and spans 10,080 minutes;
+samples that end before its start are dropped (and counted).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+WINDOW_MINUTES = 10_080
+MINUTE_MS = 60_000
+DAY_MINUTES = 1440
+APPLIED_RETENTION_MS = 8 * 24 * 3600 * 1000
+RESAMPLING_METHOD = "minute-resampling/prorated@1"
+MOVEMENT = ("step_count", "activity_count")
+HR_SUM, HR_WEIGHT = "heart_rate_sum", "heart_rate_weight"
+_MAGIC = b"CWIN1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StateFormatError(ValueError):
+    """Bytes that are not a serialised window (wrong magic, truncated, inconsistent)."""
+
+
+def _ms(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class SleepInterval:
+    start_ms: int
+    end_ms: int
+    stage: str
+    utc_offset_minutes: int
+    device: str
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    samples: int
+    dropped_too_old: int
+
+
+@dataclass
+class UserWindow:
+    end_minute: int = 0  # exclusive end, minutes since the epoch (UTC); 0 while empty
+    utc_offset_minutes: int = 0  # the offset of the latest data: local time for daily and circadian metrics
+    tracks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    sleep: list[SleepInterval] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    last_published_ms: int = 0
+
+    @property
+    def start_minute(self) -> int:
+        return self.end_minute - WINDOW_MINUTES
+
+    def holds(self, upload_id: str) -> bool:
+        return upload_id in self.applied
+
+    # --- applying an upload -------------------------------------------------------------
+
+    def apply(self, upload: Mapping[str, Any]) -> ApplyReport:
+        """Merge one decoded ``HealthUpload`` into the window (see the module rules)."""
+        device = str(upload["device"]["id"])
+        samples = list(upload["samples"])
+        received_ms = _ms(upload["received_at"])
+        timed = [s for s in samples if s["type"] in (*MOVEMENT, "heart_rate")]
+        if timed:
+            latest = max(timed, key=lambda s: (_ms(s["end"]), _ms(s["start"])))
+            latest_end = max(_ms(latest["end"]), _ms(latest["start"]) + 1)
+            if -(-latest_end // MINUTE_MS) >= self.end_minute:
+                self.utc_offset_minutes = int(latest["utc_offset_minutes"])
+            self._advance(-(-latest_end // MINUTE_MS))
+        dropped = 0
+        for measure in MOVEMENT:
+            dropped += self._apply_counts(device, measure, [s for s in samples if s["type"] == measure])
+        dropped += self._apply_heart_rate(device, [s for s in samples if s["type"] == "heart_rate"])
+        self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
+        self.applied[str(upload["upload_id"])] = received_ms
+        horizon = max(self.applied.values()) - APPLIED_RETENTION_MS
+        self.applied = {uid: at for uid, at in self.applied.items() if at >= horizon}
+        return ApplyReport(samples=len(samples), dropped_too_old=dropped)
+
+    def _advance(self, new_end: int) -> None:
+        if new_end <= self.end_minute:
+            return
+        shift = new_end - self.end_minute
+        for measures in self.tracks.values():
+            for name, values in measures.items():
+                if shift >= WINDOW_MINUTES:
+                    values[:] = np.nan
+                else:
+                    values[:-shift] = values[shift:]
+                    values[-shift:] = np.nan
+                measures[name] = values
+        self.end_minute = new_end
+        keep_from = (self.start_minute - DAY_MINUTES) * MINUTE_MS
+        self.sleep = [iv for iv in self.sleep if iv.end_ms > keep_from]
+        self._drop_empty_tracks()
+
+    def _spread(self, samples: Iterable[Mapping[str, Any]], weigh: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(values, weights, covered mask, dropped) over the window for one device's samples."""
+        values = np.zeros(WINDOW_MINUTES)
+        weights = np.zeros(WINDOW_MINUTES)
+        covered = np.zeros(WINDOW_MINUTES, dtype=bool)
+        origin = self.start_minute * MINUTE_MS
+        dropped = 0
+        for sample in samples:
+            start, end = _ms(sample["start"]) - origin, _ms(sample["end"]) - origin
+            value = float(sample["value"])
+            first = start // MINUTE_MS
+            last = max(first + 1, -(-end // MINUTE_MS))  # exclusive
+            if last <= 0:
+                dropped += 1
+                continue
+            minutes = np.arange(first, last)
+            if end > start:
+                overlap = np.minimum((minutes + 1) * MINUTE_MS, end) - np.maximum(minutes * MINUTE_MS, start)
+                share = overlap / (end - start)
+                weight = overlap / MINUTE_MS
+            else:
+                share = weight = np.ones(1)
+            inside = (minutes >= 0) & (minutes < WINDOW_MINUTES)
+            minutes, share, weight = minutes[inside], share[inside], weight[inside]
+            if weigh:
+                np.add.at(values, minutes, value * weight)
+            else:
+                np.add.at(values, minutes, value * share)
+            np.add.at(weights, minutes, weight)
+            covered[minutes] = True
+        return values, weights, covered, dropped
+
+    def _track(self, device: str, measure: str) -> np.ndarray:
+        measures = self.tracks.setdefault(device, {})
+        if measure not in measures:
+            measures[measure] = np.full(WINDOW_MINUTES, np.nan)
+        return measures[measure]
+
+    def _apply_counts(self, device: str, measure: str, samples: list[Mapping[str, Any]]) -> int:
+        if not samples:
+            return 0
+        values, _, covered, dropped = self._spread(samples, weigh=False)
+        if covered.any():
+            self._track(device, measure)[covered] = values[covered]
+        return dropped
+
+    def _apply_heart_rate(self, device: str, samples: list[Mapping[str, Any]]) -> int:
+        if not samples:
+            return 0
+        sums, weights, covered, dropped = self._spread(samples, weigh=True)
+        if covered.any():
+            self._track(device, HR_SUM)[covered] = sums[covered]
+            self._track(device, HR_WEIGHT)[covered] = weights[covered]
+        return dropped
+
+    def _apply_sleep(self, device: str, samples: list[Mapping[str, Any]]) -> None:
+        if not samples:
+            return
+        fresh = [SleepInterval(_ms(s["start"]), _ms(s["end"]), str(s["stage"]), int(s["utc_offset_minutes"]), device)
+                 for s in samples]
+        lo, hi = min(iv.start_ms for iv in fresh), max(iv.end_ms for iv in fresh)
+        # a device's newer report of a period replaces its older report of it
+        kept = [iv for iv in self.sleep if iv.device != device or iv.end_ms <= lo or iv.start_ms >= hi]
+        keep_from = (self.start_minute - DAY_MINUTES) * MINUTE_MS
+        self.sleep = sorted((iv for iv in kept + fresh if iv.end_ms > keep_from),
+                            key=lambda iv: (iv.start_ms, iv.end_ms, iv.device))
+
+    def _drop_empty_tracks(self) -> None:
+        for device in list(self.tracks):
+            measures = self.tracks[device]
+            for name in [n for n, v in measures.items() if np.isnan(v).all()]:
+                del measures[name]
+            if not measures:
+                del self.tracks[device]
+
+    # --- reading the merged window ------------------------------------------------------
+
+    def movement(self, measure: str) -> np.ndarray:
+        """Per-minute counts merged over devices (maximum), NaN where no device has data."""
+        merged = np.full(WINDOW_MINUTES, np.nan)
+        for measures in self.tracks.values():
+            if measure in measures:
+                merged = np.fmax(merged, measures[measure])
+        return merged
+
+    def heart_rate(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weighted sum, weight) per minute over all devices; weight 0 where nothing was read."""
+        total, weight = np.zeros(WINDOW_MINUTES), np.zeros(WINDOW_MINUTES)
+        for measures in self.tracks.values():
+            if HR_SUM in measures:
+                total += np.nan_to_num(measures[HR_SUM])
+                weight += np.nan_to_num(measures[HR_WEIGHT])
+        return total, weight
+
+    def has(self, measure: str) -> bool:
+        return any(measure in measures for measures in self.tracks.values())
+
+    # --- serialisation (the faust table's changelog value) --------------------------------
+
+    def to_bytes(self) -> bytes:
+        arrays: list[bytes] = []
+        layout: dict[str, dict[str, int]] = {}
+        for device, measures in self.tracks.items():
+            layout[device] = {}
+            for name, values in measures.items():
+                layout[device][name] = len(arrays)
+                arrays.append(np.ascontiguousarray(values, dtype="<f8").tobytes())
+        header = json.dumps({
+            "end_minute": self.end_minute,
+            "utc_offset_minutes": self.utc_offset_minutes,
+            "layout": layout,
+            "sleep": [[iv.start_ms, iv.end_ms, iv.stage, iv.utc_offset_minutes, iv.device] for iv in self.sleep],
+            "applied": self.applied,
+            "pending": self.pending,
+            "last_published_ms": self.last_published_ms,
+        }).encode()
+        body = zlib.compress(b"".join(arrays), 6)
+        return _MAGIC + struct.pack(">I", len(header)) + header + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UserWindow:
+        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 4:
+            raise StateFormatError("not a serialised user window")
+        (size,) = struct.unpack(">I", data[len(_MAGIC):len(_MAGIC) + 4])
+        offset = len(_MAGIC) + 4
+        try:
+            header = json.loads(data[offset:offset + size])
+            blob = zlib.decompress(data[offset + size:])
+        except (ValueError, zlib.error) as exc:
+            raise StateFormatError(f"corrupt user window: {exc}") from None
+        stride = WINDOW_MINUTES * 8
+        tracks: dict[str, dict[str, np.ndarray]] = {}
+        for device, measures in header["layout"].items():
+            tracks[device] = {}
+            for name, index in measures.items():
+                chunk = blob[index * stride:(index + 1) * stride]
+                if len(chunk) != stride:
+                    raise StateFormatError("truncated user window")
+                tracks[device][name] = np.frombuffer(chunk, dtype="<f8").copy()
+        return cls(
+            end_minute=header["end_minute"],
+            utc_offset_minutes=header["utc_offset_minutes"],
+            tracks=tracks,
+            sleep=[SleepInterval(*row) for row in header["sleep"]],
+            applied=header["applied"],
+            pending=header["pending"],
+            last_published_ms=header["last_published_ms"],
+        )

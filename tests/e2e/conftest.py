@@ -1,0 +1,81 @@
+"""The local stack for end-to-end tests: the three services as processes on free ports,
+against the suite's Kafka and Redis, plus client helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+
+import httpx
+import pytest
+from circadia.devstack.stack import LocalStack, Ports
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import free_port
+
+AUTH_TIMEOUT = 1.5
+YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
+LATE_EVENING = datetime.combine(YESTERDAY, dtime(23, 50), tzinfo=UTC)
+
+
+def new_stack(root, kafka_bootstrap: str, redis_url: str) -> LocalStack:
+    ports = Ports(kafka=0, kafka_controller=0, redis=0, ingest=free_port(), fanout=free_port(),
+                  worker_metrics=free_port())
+    return LocalStack(root, ports, external_kafka=kafka_bootstrap, external_redis=redis_url,
+                      overrides=(("CIRCADIA_FANOUT_AUTH_TIMEOUT_SECONDS", str(AUTH_TIMEOUT)),
+                                 ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}")))
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = new_stack(tmp_path_factory.mktemp("stack"), kafka_bootstrap, redis_url)
+    stack.up(report=lambda line: None)
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def upload_body(steps: list[int], start: datetime = LATE_EVENING) -> dict:
+    """Minute samples of step counts from ``start`` on (default 23:50 UTC yesterday)."""
+    return {
+        "upload_id": str(uuid.uuid4()),
+        "device": {"id": "watch-1", "model": "Watch7,1", "os": "watchOS 11.2"},
+        "samples": [{"type": "step_count", "start": (start + timedelta(minutes=i)).isoformat(),
+                     "end": (start + timedelta(minutes=i + 1)).isoformat(), "value": v, "unit": "count"}
+                    for i, v in enumerate(steps)],
+    }
+
+
+async def open_socket(stack: LocalStack, user: str) -> ClientConnection:
+    ws = await connect(f"ws://127.0.0.1:{stack.ports.fanout}/v1/stream")
+    await ws.send(json.dumps({"type": "auth", "token": stack.issuer.mint(user)}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ready", "user_id": user}
+    return ws
+
+
+async def next_prediction(ws: ClientConnection, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+        if message["type"] == "prediction":
+            return message
+
+
+async def post(stack: LocalStack, user: str, body: dict) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.ingest}") as client:
+        return await client.post("/v1/uploads", json=body,
+                                 headers={"Authorization": f"Bearer {stack.issuer.mint(user)}"})
+
+
+def metric(url: str, name: str) -> float:
+    """The value of one sample line of a Prometheus exposition (0 when absent)."""
+    for line in httpx.get(url).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
