@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test up down status demo install lock clean fuzz openapi
+.PHONY: run test up down status demo install lock clean fuzz openapi bench fetch-pat pat-fixture
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,23 @@ fuzz: $(STAMP)
 ## make openapi: regenerate the ingest API document from the models
 openapi: $(STAMP)
 	$(BIN)/python -m ingest_gateway.openapi > services/ingest_gateway/openapi.json
+
+## make bench: benchmarks; results go to docs/benchmarks.md (see bench/README.md)
+bench: $(STAMP)
+	$(BIN)/python bench/pat_forward.py --runs 60
+
+## make fetch-pat URL=<link from the PAT authors' README> OUT=.local/pat/PAT-L.h5 [SHA256=<hex>]
+## downloads published PAT weights (CC BY 4.0) and verifies or prints their sha256
+OUT ?= .local/pat/weights.h5
+fetch-pat: $(STAMP)
+	$(BIN)/python tools/pat/fetch_weights.py --url '$(URL)' --out '$(OUT)' $(if $(SHA256),--sha256 $(SHA256))
+
+## make pat-fixture: regenerate tests/fixtures/pat with the original Keras architecture
+## (maintainers only; TensorFlow lives in a throw-away venv, never in .venv)
+pat-fixture:
+	$(PYTHON) -m venv .local/pat-tfenv
+	.local/pat-tfenv/bin/python -m pip install --quiet tensorflow-cpu tf-keras h5py numpy
+	.local/pat-tfenv/bin/python tools/pat/make_fixture.py --out tests/fixtures/pat
 
 ## make lock: re-pin every dependency (runtime + test) into constraints.txt
 lock:

@@ -8,7 +8,7 @@ from circadia.avro import SchemaSet
 from circadia.logs import JsonFormatter
 from circadia.tracing import configure_tracing
 
-from prediction_worker.app import build_app
+from prediction_worker.app import NoModel, build_app
 from prediction_worker.settings import WorkerSettings
 
 SERVICE = "prediction-worker"
@@ -19,7 +19,13 @@ def main() -> None:
     configure_tracing(SERVICE)
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
-    app = build_app(settings, SchemaSet.load())
+    if settings.worker_pat_weights_path is not None:
+        from prediction_worker.model import PatModel
+
+        model = PatModel.from_settings(settings)
+    else:
+        model = NoModel()
+    app = build_app(settings, SchemaSet.load(), model)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,

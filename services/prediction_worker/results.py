@@ -19,11 +19,20 @@ import numpy as np
 from circadia import __version__
 
 from prediction_worker import daily, metrics
-from prediction_worker.science.circadian import COSINOR_METHOD, NPCRA_METHOD, cosinor, nonparametric
+from prediction_worker.science.circadian import (
+    COSINOR_METHOD,
+    NPCRA_METHOD,
+    cosinor,
+    nonparametric,
+)
 from prediction_worker.science.series import MinuteSeries
-from prediction_worker.science.sleep import COLE_KRIPKE_METHOD, StageInterval, cole_kripke, sleep_nights
+from prediction_worker.science.sleep import (
+    COLE_KRIPKE_METHOD,
+    StageInterval,
+    cole_kripke,
+    sleep_nights,
+)
 from prediction_worker.window import (
-    MINUTE_MS,
     RESAMPLING_METHOD,
     WINDOW_MINUTES,
     UserWindow,

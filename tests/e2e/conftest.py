@@ -34,8 +34,8 @@ def new_stack(root, kafka_bootstrap: str, redis_url: str) -> LocalStack:
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = new_stack(tmp_path_factory.mktemp("stack"), kafka_bootstrap, redis_url)
-    stack.up(report=lambda line: None)
     try:
+        stack.up(report=lambda line: None)  # a failed start-up still stops what it started
         yield stack
     finally:
         stack.down()

@@ -40,8 +40,8 @@ WORKER = "prediction-worker"
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = new_stack(tmp_path_factory.mktemp("state-stack"), kafka_bootstrap, redis_url)
-    stack.up(report=lambda line: None)
     try:
+        stack.up(report=lambda line: None)  # a failed start-up still stops what it started
         yield stack
     finally:
         stack.down()
@@ -174,5 +174,34 @@ async def test_a_poison_record_is_dead_lettered_and_replays_after_the_fix(stack:
         assert upload_id in {r.get("upload_id") for r in forced}
         with pytest.raises(TimeoutError):  # ... the window already holds it: no second result
             await next_prediction(ws, 3)
+    finally:
+        await ws.close()
+
+
+async def test_with_weights_configured_results_carry_the_pat_embedding(stack: LocalStack, tmp_path: Path) -> None:
+    import lzma
+
+    from prediction_worker.pat import file_sha256
+
+    from tests.unit.test_pat import FIXTURE
+
+    weights = tmp_path / "pat_s.h5"
+    weights.write_bytes(lzma.decompress((FIXTURE / "pat_s.h5.xz").read_bytes()))
+    stack.process(WORKER).stop()
+    stack.start_service(WORKER, CIRCADIA_WORKER_PAT_WEIGHTS_PATH=str(weights))
+    user = f"franklin-{RUN}"
+    start = MORNING - timedelta(days=6)
+    body = {"upload_id": str(uuid.uuid4()), "device": {"id": "gt3x", "model": "GT3X+", "os": "fw 4"},
+            "samples": [{"type": "activity_count", "start": (start + timedelta(minutes=m)).isoformat(),
+                         "end": (start + timedelta(minutes=m + 1)).isoformat(),
+                         "value": (m * 37) % 900, "unit": "count"} for m in range(10_080)]}
+    ws = await open_socket(stack, user)
+    try:
+        assert (await post(stack, user, body)).status_code == 202
+        result = (await next_prediction(ws, 60))["prediction"]
+        assert result["pat_unavailable"] is None
+        assert result["pat"]["model_id"] == "PAT-S" and result["pat"]["weights_sha256"] == file_sha256(weights)
+        assert len(result["pat"]["embedding"]) == 96 and result["clinical_scores"] == []
+        assert result["scored_sleep"]["input"] == "activity_count"
     finally:
         await ws.close()
