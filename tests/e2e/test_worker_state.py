@@ -205,3 +205,24 @@ async def test_with_weights_configured_results_carry_the_pat_embedding(stack: Lo
         assert result["scored_sleep"]["input"] == "activity_count"
     finally:
         await ws.close()
+
+
+async def test_debounced_uploads_are_reflected_together_by_the_flush_timer(stack: LocalStack) -> None:
+    stack.process(WORKER).stop()
+    stack.start_service(WORKER, CIRCADIA_WORKER_DEBOUNCE_SECONDS="3")
+    user = f"noether-{RUN}"
+    ws = await open_socket(stack, user)
+    try:
+        first = upload_body([2] * 5, start=MORNING)
+        assert (await post(stack, user, first)).status_code == 202
+        assert (await next_prediction(ws, 30))["prediction"]["source_upload_ids"] == [first["upload_id"]]
+        # within the debounce interval: both wait, then one result carries both
+        second, third = upload_body([3] * 5, start=MORNING + timedelta(hours=1)), \
+            upload_body([4] * 5, start=MORNING + timedelta(hours=2))
+        assert (await post(stack, user, second)).status_code == 202
+        assert (await post(stack, user, third)).status_code == 202
+        result = (await next_prediction(ws, 30))["prediction"]
+        assert result["source_upload_ids"] == [second["upload_id"], third["upload_id"]]
+        assert day_steps(result) == 45
+    finally:
+        await ws.close()
