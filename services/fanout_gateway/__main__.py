@@ -6,14 +6,17 @@ import asyncio
 import logging
 import signal
 
+import redis.asyncio as aioredis
 from circadia.auth import CertificateSource, FirebaseTokenVerifier
 from circadia.avro import SchemaSet
 from circadia.logs import configure_logging
+from circadia.redis_client import connection_pool
 from circadia.tracing import configure_tracing
 from websockets.asyncio.server import serve
 
 from fanout_gateway.feed import PredictionFeed
-from fanout_gateway.server import FanoutServer
+from fanout_gateway.history import UserHistory
+from fanout_gateway.server import FanoutServer, Limits
 from fanout_gateway.settings import FanoutSettings
 
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
@@ -21,12 +24,17 @@ PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
 
 async def run(settings: FanoutSettings) -> None:
     schemas = SchemaSet.load()
+    redis = aioredis.Redis(connection_pool=connection_pool(settings))
     feed_ready = asyncio.Event()
     fanout = FanoutServer(
-        FirebaseTokenVerifier(settings.firebase_project_id, CertificateSource(settings.firebase_certs_url)),
+        FirebaseTokenVerifier(settings.firebase_project_id, CertificateSource(settings.firebase_certs_url),
+                              clock_skew=settings.auth_clock_skew_seconds),
         feed_ready,
-        auth_timeout=settings.fanout_auth_timeout_seconds,
-        queue_size=settings.fanout_send_queue_size,
+        UserHistory(redis, size=settings.fanout_history_size, ttl_seconds=settings.fanout_history_ttl_seconds),
+        Limits(auth_timeout=settings.fanout_auth_timeout_seconds, queue_size=settings.fanout_send_queue_size,
+               per_user=settings.fanout_max_connections_per_user, per_process=settings.fanout_max_connections,
+               refresh_lead=settings.fanout_refresh_lead_seconds, drain_seconds=settings.fanout_drain_seconds,
+               reconnect_spread_ms=settings.fanout_reconnect_spread_ms),
     )
     feed = PredictionFeed(settings.kafka_bootstrap_servers, schemas, schemas[PREDICTION_SCHEMA],
                           fanout.deliver, feed_ready)
@@ -42,9 +50,10 @@ async def run(settings: FanoutSettings) -> None:
                          ping_timeout=settings.fanout_ping_interval_seconds,
                          max_size=64 * 1024):
             await stop.wait()
-            # leaving the block closes every connection with 1001 (going away)
+            await fanout.drain()  # reconnect hints, flushed queues, then 1001 for everyone
     finally:
         await feed.stop()
+        await redis.aclose()
 
 
 def main() -> None:

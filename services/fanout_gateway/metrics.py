@@ -4,11 +4,15 @@ from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTIONS = Gauge("circadia_fanout_connections", "Authenticated WebSocket connections open.")
 USERS = Gauge("circadia_fanout_users", "Users with at least one open connection.")
-DELIVERIES = Counter("circadia_fanout_deliveries_total", "Messages queued to a connection.")
+DELIVERIES = Counter("circadia_fanout_deliveries_total", "Predictions queued to a connection.")
 DROPPED = Counter("circadia_fanout_dropped_total", "Messages not delivered, by reason.", ["reason"])
 CLOSES = Counter("circadia_fanout_closes_total", "Connections closed by the server, by code.", ["code"])
 AUTH_FAILURES = Counter("circadia_fanout_auth_failures_total", "Rejected authentications, by reason.",
                         ["reason"])
+FORBIDDEN = Counter("circadia_fanout_forbidden_total", "Client messages naming another user.")
+RESUMES = Counter("circadia_fanout_resumes_total", "Resume requests, by outcome (resumed, reset).",
+                  ["outcome"])
+HISTORY_ERRORS = Counter("circadia_fanout_history_errors_total", "Redis history operations that failed.")
 DELIVERY_LATENCY = Histogram(
     "circadia_fanout_delivery_latency_seconds",
     "From the prediction's Kafka timestamp to queueing on the sockets.",

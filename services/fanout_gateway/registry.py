@@ -1,28 +1,27 @@
-"""Which connections each user has open: user id → set of connections.
+"""Which connections each user has open: user id → connections in the order they joined.
 
-Register, unregister and lookup are O(1) on average (one dict and one set operation).
-The registry holds no I/O; the server decides what to do with the connections it finds.
+Register, unregister, lookup and "oldest of a user" are O(1) on average: one dict of
+insertion-ordered dicts used as ordered sets. The registry holds no I/O; the server
+decides what to do with the connections it finds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Set
+from collections.abc import Hashable, Iterator, KeysView
 from typing import Generic, TypeVar
 
 C = TypeVar("C", bound=Hashable)
 
-_EMPTY: frozenset = frozenset()
-
 
 class ConnectionRegistry(Generic[C]):
     def __init__(self) -> None:
-        self._by_user: dict[str, set[C]] = {}
+        self._by_user: dict[str, dict[C, None]] = {}
         self._count = 0
 
     def register(self, user_id: str, connection: C) -> None:
-        connections = self._by_user.setdefault(user_id, set())
+        connections = self._by_user.setdefault(user_id, {})
         if connection not in connections:
-            connections.add(connection)
+            connections[connection] = None
             self._count += 1
 
     def unregister(self, user_id: str, connection: C) -> bool:
@@ -30,18 +29,29 @@ class ConnectionRegistry(Generic[C]):
         connections = self._by_user.get(user_id)
         if connections is None or connection not in connections:
             return False
-        connections.remove(connection)
+        del connections[connection]
         self._count -= 1
         if not connections:
-            del self._by_user[user_id]  # no empty sets left behind by departed users
+            del self._by_user[user_id]  # no empty entries left behind by departed users
         return True
 
-    def lookup(self, user_id: str) -> Set[C]:
-        """The live, read-only set of the user's connections (empty when none)."""
-        return self._by_user.get(user_id, _EMPTY)
+    def lookup(self, user_id: str) -> KeysView[C]:
+        """The live, read-only view of the user's connections (empty when none)."""
+        return self._by_user.get(user_id, {}).keys()
+
+    def oldest(self, user_id: str) -> C | None:
+        connections = self._by_user.get(user_id)
+        return next(iter(connections)) if connections else None
+
+    def count(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
 
     def users(self) -> Iterator[str]:
         return iter(self._by_user)
+
+    def connections(self) -> Iterator[C]:
+        for connections in self._by_user.values():
+            yield from connections
 
     @property
     def user_count(self) -> int:

@@ -1,24 +1,26 @@
 """The WebSocket endpoint: authenticate first, then push the user's own results only.
 
-Protocol on ``/v1/stream`` (no tokens in URLs):
-  client → ``{"type": "auth", "token": "<Firebase ID token>"}`` within the auth deadline
-  server → ``{"type": "ready", "user_id": "..."}``
-  server → ``{"type": "prediction", "cursor": {"partition": p, "offset": o}, "prediction": {...}}``
-  client → ``{"type": "ping"}`` → server ``{"type": "pong"}``
-Close codes: 4401 authentication failed, missing or expired; 4408 the client reads too
-slowly and its send queue overflowed; 1001 the server is shutting down.
+See ``protocol.py`` for the messages and close codes. Each connection has a bounded send
+queue drained by its own writer task, so a slow client only delays itself (and is closed
+with 4408 when its queue overflows). Every prediction carries its Kafka cursor and the
+user's history epoch; a connection never receives an offset twice, and a resuming
+connection gets the missed entries in order before anything live.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import prometheus_client
-from circadia.auth import FirebaseTokenVerifier, InvalidTokenError
+from circadia.auth import FirebaseTokenVerifier, InvalidTokenError, VerifiedToken
 from circadia.jsonable import jsonable
 from circadia.topics import PREDICTIONS
 from circadia.tracing import context_from_headers
@@ -31,36 +33,94 @@ from websockets.http11 import Request, Response
 
 from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
+from fanout_gateway.history import Entry, HistoryUnavailable, UserHistory
+from fanout_gateway.protocol import (
+    CLOSE_AUTH,
+    CLOSE_FORBIDDEN,
+    CLOSE_REPLACED,
+    CLOSE_SLOW,
+    GOING_AWAY,
+)
 from fanout_gateway.registry import ConnectionRegistry
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fanout_gateway")
 
 STREAM_PATH = "/v1/stream"
-CLOSE_AUTH = 4401
-CLOSE_SLOW = 4408
+
+
+@dataclass(frozen=True)
+class Limits:
+    auth_timeout: float = 5.0
+    queue_size: int = 64
+    per_user: int = 10
+    per_process: int = 20_000
+    refresh_lead: float = 60.0
+    drain_seconds: float = 5.0
+    reconnect_spread_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class Push:
+    """One prediction as pushed: its position, so a connection can drop repeats."""
+
+    partition: int
+    offset: int
+    text: str
 
 
 class Connection:
-    """One authenticated socket with a bounded queue drained by its own writer task,
-    so a slow client only ever delays itself."""
+    """One authenticated socket and its bounded send queue."""
 
     def __init__(self, websocket: ServerConnection, user_id: str, queue_size: int) -> None:
         self.websocket = websocket
         self.user_id = user_id
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self._closing = False
+        self._sent: tuple[int, int] | None = None  # (partition, offset) of the newest prediction queued
+        self._held: list[Push] | None = []  # live pushes held back while catching up; None once live
 
-    def offer(self, text: str) -> bool:
-        """Queue a message; on overflow the connection is closed with 4408."""
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def send(self, text: str) -> bool:
+        """Queue a control message; on overflow the connection is closed with 4408."""
         if self._closing:
             return False
         try:
             self._queue.put_nowait(text)
         except asyncio.QueueFull:
+            metrics.DROPPED.labels("slow_client").inc()
             self.close(CLOSE_SLOW, "send queue overflow: client too slow")
             return False
         return True
+
+    def push(self, item: Push) -> bool:
+        """Queue a prediction unless this connection already has it (or something newer)."""
+        if self._held is not None:
+            if len(self._held) >= self._queue.maxsize:
+                metrics.DROPPED.labels("slow_client").inc()
+                self.close(CLOSE_SLOW, "send queue overflow while catching up")
+                return False
+            self._held.append(item)
+            return True
+        return self._enqueue(item)
+
+    def _enqueue(self, item: Push) -> bool:
+        if self._sent is not None and item.partition == self._sent[0] and item.offset <= self._sent[1]:
+            return False  # already sent: a replayed entry that also arrived live
+        if self.send(item.text):
+            self._sent = (item.partition, item.offset)
+            metrics.DELIVERIES.inc()
+            return True
+        return False
+
+    def go_live(self, replayed: list[Push]) -> None:
+        """Queue the catch-up entries, then what arrived meanwhile, then deliver live."""
+        held, self._held = self._held or [], None
+        for item in replayed + sorted(held, key=lambda p: (p.partition, p.offset)):
+            self._enqueue(item)
 
     def close(self, code: int, reason: str) -> None:
         if not self._closing:
@@ -72,21 +132,29 @@ class Connection:
         while True:
             text = await self._queue.get()
             await self.websocket.send(text)
+            self._queue.task_done()
+
+    async def drained(self) -> None:
+        await self._queue.join()
 
 
 class FanoutServer:
-    def __init__(self, verifier: FirebaseTokenVerifier, feed_ready: asyncio.Event, *,
-                 auth_timeout: float, queue_size: int) -> None:
+    def __init__(self, verifier: FirebaseTokenVerifier, feed_ready: asyncio.Event, history: UserHistory,
+                 limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> None:
         self._verifier = verifier
         self._feed_ready = feed_ready
-        self._auth_timeout = auth_timeout
-        self._queue_size = queue_size
+        self._history = history
+        self._limits = limits
+        self._clock = clock
+        self._open = 0  # sockets past the handshake, authenticated or not
+        self._shutting_down = False
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
 
+    # --- from Kafka to sockets ---------------------------------------------------------------
+
     async def deliver(self, message: FeedMessage) -> None:
-        connections = self.registry.lookup(message.user_id)
-        if not connections:
-            return
+        """Record the prediction in the user's history (every replica does; the first write wins),
+        then push it to this replica's connections of that user."""
         with tracer.start_as_current_span(
             f"{PREDICTIONS} deliver",
             context=context_from_headers(message.headers),
@@ -94,39 +162,61 @@ class FanoutServer:
             attributes={"messaging.system": "kafka", "messaging.destination.name": PREDICTIONS,
                         "messaging.operation.type": "process",
                         "messaging.destination.partition.id": str(message.partition),
-                        "messaging.kafka.offset": message.offset,
-                        "circadia.fanout.connections": len(connections)},
-        ):
-            text = json.dumps({
-                "type": "prediction",
-                "cursor": {"partition": message.partition, "offset": message.offset},
-                "prediction": jsonable(message.record),
-            })
+                        "messaging.kafka.offset": message.offset},
+        ) as span:
+            record = jsonable(message.record)
+            epoch = None
+            try:
+                epoch = await self._history.append(message.user_id, message.partition, message.offset,
+                                                   json.dumps(record))
+            except HistoryUnavailable:
+                metrics.HISTORY_ERRORS.inc()
+                log.warning("history unavailable: delivering live only", exc_info=True)
+            connections = self.registry.lookup(message.user_id)
+            span.set_attribute("circadia.fanout.connections", len(connections))
+            if not connections:
+                return
+            item = Push(message.partition, message.offset, json.dumps({
+                "type": "prediction", "cursor": {"partition": message.partition, "offset": message.offset},
+                "epoch": epoch, "prediction": record}))
             for connection in tuple(connections):
-                if connection.offer(text):
-                    metrics.DELIVERIES.inc()
-                else:
-                    metrics.DROPPED.labels("slow_client").inc()
+                connection.push(item)
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - message.timestamp_ms / 1000))
 
+    # --- one socket ---------------------------------------------------------------------------
+
     async def handler(self, websocket: ServerConnection) -> None:
-        verified = await self._authenticate(websocket)
-        if verified is None:
+        self._open += 1
+        try:
+            await self._serve(websocket)
+        finally:
+            self._open -= 1
+
+    async def _serve(self, websocket: ServerConnection) -> None:
+        first = await self._authenticate(websocket)
+        if first is None:
             return
-        user_id, expires_at = verified
-        connection = Connection(websocket, user_id, self._queue_size)
-        self.registry.register(user_id, connection)
+        verified, resume = first
+        user_id = verified.user_id
+        connection = Connection(websocket, user_id, self._limits.queue_size)
+        while self.registry.count(user_id) >= self._limits.per_user:
+            oldest = self.registry.oldest(user_id)
+            assert oldest is not None
+            self.registry.unregister(user_id, oldest)
+            oldest.close(CLOSE_REPLACED, "replaced by a newer connection of the same user")
+        self.registry.register(user_id, connection)  # live pushes are held from here on
         self._update_gauges()
-        loop = asyncio.get_running_loop()
-        expiry = loop.call_later(max(0.0, expires_at - time.time()),
-                                 connection.close, CLOSE_AUTH, "token expired")
+        expiry = _ExpiryTimers(connection, self._limits.refresh_lead, self._clock)
+        expiry.arm(verified.expires_at)
         writer = asyncio.create_task(connection.write())
         try:
-            await websocket.send(json.dumps({"type": "ready", "user_id": user_id}))
+            await websocket.send(json.dumps({"type": "ready", "user_id": user_id,
+                                             "expires_at": int(verified.expires_at)}))
+            connection.go_live(await self._catch_up(connection, resume))
             async for raw in websocket:
-                await self._on_client_message(websocket, raw)
+                await self._on_client_message(connection, expiry, raw)
         except ConnectionClosed:
-            pass  # the client left; cleanup below is the whole story
+            pass  # the client left; the cleanup below is the whole story
         finally:
             expiry.cancel()
             writer.cancel()
@@ -134,16 +224,14 @@ class FanoutServer:
             self.registry.unregister(user_id, connection)
             self._update_gauges()
 
-    async def _authenticate(self, websocket: ServerConnection) -> tuple[str, float] | None:
+    async def _authenticate(self, websocket: ServerConnection) -> tuple[VerifiedToken, dict | None] | None:
         try:
-            raw = await asyncio.wait_for(websocket.recv(), self._auth_timeout)
+            raw = await asyncio.wait_for(websocket.recv(), self._limits.auth_timeout)
             message = json.loads(raw)
-            if not isinstance(message, dict) or message.get("type") != "auth":
-                raise InvalidTokenError("first message must be {\"type\": \"auth\", \"token\": ...}")
-            token = message.get("token")
-            if not isinstance(token, str) or not token:
-                raise InvalidTokenError("auth message has no token")
-            verified = await self._verifier.verify(token)
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind not in ("auth", "resume"):
+                raise InvalidTokenError('first message must be {"type": "auth", "token": ...} or a resume')
+            verified = await self._verify(message.get("token"))
         except TimeoutError:
             reason = "authentication timeout"
         except (ValueError, InvalidTokenError) as exc:
@@ -151,38 +239,114 @@ class FanoutServer:
         except ConnectionClosed:
             return None
         else:
-            return verified.user_id, verified.expires_at
+            return verified, (message if kind == "resume" else None)
         metrics.AUTH_FAILURES.labels(reason).inc()
         metrics.CLOSES.labels(str(CLOSE_AUTH)).inc()
         log.info("websocket authentication failed", extra={"reason": reason})
         await websocket.close(CLOSE_AUTH, reason)
         return None
 
-    async def _on_client_message(self, websocket: ServerConnection, raw: str | bytes) -> None:
+    async def _verify(self, token: object) -> VerifiedToken:
+        if not isinstance(token, str) or not token:
+            raise InvalidTokenError("auth message has no token")
+        return await self._verifier.verify(token)
+
+    async def _catch_up(self, connection: Connection, resume: dict | None) -> list[Push]:
+        """What the connection gets before going live: the missed entries when it resumes from a
+        cursor the history still covers; otherwise (after a ``reset`` if it asked) the latest."""
+        user_id = connection.user_id
+        try:
+            if resume is not None:
+                cursor, epoch = resume.get("cursor"), resume.get("epoch")
+                if isinstance(cursor, dict) and isinstance(cursor.get("offset"), int) and isinstance(epoch, str):
+                    replay = await self._history.after(user_id, epoch, cursor["offset"])
+                    if replay.complete:
+                        metrics.RESUMES.labels("resumed").inc()
+                        return [_push(entry, epoch) for entry in replay.entries]
+                metrics.RESUMES.labels("reset").inc()
+                connection.send(json.dumps({"type": "reset", "reason": "history does not reach the cursor"}))
+            latest = await self._history.latest(user_id)
+            if latest is None:
+                return []
+            return [_push(latest, await self._history.epoch(user_id))]
+        except HistoryUnavailable:
+            metrics.HISTORY_ERRORS.inc()
+            log.warning("history unavailable: no catch-up for this connection", exc_info=True)
+            if resume is not None:
+                connection.send(json.dumps({"type": "reset", "reason": "history unavailable"}))
+            return []
+
+    async def _on_client_message(self, connection: Connection, expiry: _ExpiryTimers, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
-            kind = message.get("type") if isinstance(message, dict) else None
         except ValueError:
-            kind = None
+            message = None
+        if not isinstance(message, dict):
+            connection.send(json.dumps({"type": "error", "reason": "messages are JSON objects"}))
+            return
+        named = message.get("user_id")
+        if named is not None and named != connection.user_id:
+            metrics.FORBIDDEN.inc()
+            log.warning("client named another user", extra={"user": connection.user_id, "type": message.get("type")})
+            connection.send(json.dumps({"type": "error", "reason": "forbidden: a connection serves its own user"}))
+            return
+        kind = message.get("type")
         if kind == "ping":
-            await websocket.send(json.dumps({"type": "pong"}))
+            connection.send(json.dumps({"type": "pong"}))
+        elif kind == "auth":
+            await self._refresh(connection, expiry, message.get("token"))
         else:
-            await websocket.send(json.dumps({"type": "error", "reason": "unsupported message"}))
+            connection.send(json.dumps({"type": "error", "reason": f"unsupported message type {kind!r}"}))
+
+    async def _refresh(self, connection: Connection, expiry: _ExpiryTimers, token: object) -> None:
+        try:
+            verified = await self._verify(token)
+        except InvalidTokenError as exc:
+            metrics.AUTH_FAILURES.labels(exc.reason).inc()
+            connection.close(CLOSE_AUTH, exc.reason)
+            return
+        if verified.user_id != connection.user_id:
+            metrics.FORBIDDEN.inc()
+            log.warning("refresh with another user's token", extra={"user": connection.user_id})
+            connection.close(CLOSE_FORBIDDEN, "token names another user")
+            return
+        expiry.arm(verified.expires_at)
+        connection.send(json.dumps({"type": "ready", "user_id": connection.user_id,
+                                    "expires_at": int(verified.expires_at)}))
 
     def _update_gauges(self) -> None:
         metrics.CONNECTIONS.set(len(self.registry))
         metrics.USERS.set(self.registry.user_count)
 
+    # --- shutdown --------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Tell every client to reconnect (spread out), let queues flush, then close with 1001."""
+        self._shutting_down = True
+        connections = list(self.registry.connections())
+        for connection in connections:
+            connection.send(json.dumps({"type": "reconnect",
+                                        "after_ms": random.randint(0, self._limits.reconnect_spread_ms)}))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(c.drained() for c in connections)),
+                                   self._limits.drain_seconds)
+        for connection in connections:
+            connection.close(GOING_AWAY, "server shutting down")
+
+    # --- plain HTTP beside the WebSocket ----------------------------------------------------
+
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Plain HTTP endpoints beside the WebSocket one."""
         if request.path == STREAM_PATH:
+            if self._shutting_down or self._open >= self._limits.per_process:
+                return _response(HTTPStatus.SERVICE_UNAVAILABLE, b'{"error": "at_capacity"}',
+                                 "application/json", retry_after="5")
             return None
         if request.path == "/healthz":
             return _response(HTTPStatus.OK, b'{"status": "ok"}', "application/json")
         if request.path == "/readyz":
-            ready = self._feed_ready.is_set()
+            ready = self._feed_ready.is_set() and not self._shutting_down
             return _response(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE,
-                             json.dumps({"ready": ready, "checks": {"kafka": ready}}).encode(),
+                             json.dumps({"ready": ready, "checks": {"kafka": self._feed_ready.is_set()}}).encode(),
                              "application/json")
         if request.path == "/metrics":
             return _response(HTTPStatus.OK, prometheus_client.generate_latest(),
@@ -190,7 +354,40 @@ class FanoutServer:
         return _response(HTTPStatus.NOT_FOUND, b'{"error": "not_found"}', "application/json")
 
 
-def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+class _ExpiryTimers:
+    """Ask for a fresh token ``lead`` seconds before expiry; close with 4401 at expiry."""
+
+    def __init__(self, connection: Connection, lead: float, clock: Callable[[], float]) -> None:
+        self._connection = connection
+        self._lead = lead
+        self._clock = clock
+        self._handles: list[asyncio.TimerHandle] = []
+
+    def arm(self, expires_at: float) -> None:
+        self.cancel()
+        loop = asyncio.get_running_loop()
+        remaining = max(0.0, expires_at - self._clock())
+        self._handles = [
+            loop.call_later(max(0.0, remaining - self._lead), self._connection.send,
+                            json.dumps({"type": "refresh", "expires_at": int(expires_at)})),
+            loop.call_later(remaining, self._connection.close, CLOSE_AUTH, "token expired"),
+        ]
+
+    def cancel(self) -> None:
+        for handle in self._handles:
+            handle.cancel()
+        self._handles = []
+
+
+def _push(entry: Entry, epoch: str | None) -> Push:
+    return Push(entry.partition, entry.offset, json.dumps({
+        "type": "prediction", "cursor": {"partition": entry.partition, "offset": entry.offset},
+        "epoch": epoch, "prediction": json.loads(entry.message)}))
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str, retry_after: str | None = None) -> Response:
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
                        ("Connection", "close")])
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
     return Response(status.value, status.phrase, headers, body)

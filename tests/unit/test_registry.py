@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fanout_gateway.registry import ConnectionRegistry
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 class Socket:
@@ -68,3 +70,41 @@ def test_lookup_of_unknown_user_is_empty_and_creates_nothing() -> None:
     registry: ConnectionRegistry[Socket] = ConnectionRegistry()
     assert len(registry.lookup("nobody")) == 0
     assert registry.user_count == 0
+
+
+def test_oldest_is_the_earliest_still_registered() -> None:
+    registry: ConnectionRegistry[Socket] = ConnectionRegistry()
+    first, second, third = Socket(), Socket(), Socket()
+    for s in (first, second, third):
+        registry.register("ada", s)
+    assert registry.oldest("ada") is first and registry.count("ada") == 3
+    registry.unregister("ada", first)
+    assert registry.oldest("ada") is second
+    assert registry.oldest("nobody") is None
+
+
+operations = st.lists(st.tuples(st.booleans(), st.sampled_from(["a", "b", "c"]), st.integers(0, 5)), max_size=200)
+
+
+@given(ops=operations)
+def test_the_registry_behaves_like_a_map_of_ordered_sets(ops: list[tuple[bool, str, int]]) -> None:
+    sockets = [Socket() for _ in range(6)]
+    registry: ConnectionRegistry[Socket] = ConnectionRegistry()
+    model: dict[str, list[Socket]] = {}
+    for add, user, index in ops:
+        s = sockets[index]
+        if add:
+            registry.register(user, s)
+            if s not in model.setdefault(user, []):
+                model[user].append(s)
+        else:
+            assert registry.unregister(user, s) == (s in model.get(user, []))
+            if s in model.get(user, []):
+                model[user].remove(s)
+            if not model.get(user):
+                model.pop(user, None)
+        assert len(registry) == sum(len(v) for v in model.values())
+        assert registry.user_count == len(model)
+    for user in ("a", "b", "c"):
+        assert list(registry.lookup(user)) == model.get(user, [])
+        assert registry.oldest(user) is (model[user][0] if model.get(user) else None)

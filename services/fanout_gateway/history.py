@@ -1,0 +1,117 @@
+"""A bounded history of each user's results in Redis, for resuming after a reconnect.
+
+One Redis stream per user (``circadia:history:{user}``), capped at ``size`` entries and
+expiring ``ttl`` after the last write, plus an epoch (``...:epoch``) created with the
+stream. Entry ids are the Kafka offset + 1 (all of a user's results share one partition,
+keyed by user id), so every replica writes the same id for the same record and the
+second write is refused by Redis: replicas never duplicate history.
+
+A cursor can be resumed exactly when its epoch is the stream's current one and the
+stream still reaches back to the cursor's own entry (its oldest entry is not newer):
+trimming removes the oldest entries first, so then nothing after the cursor is missing.
+Otherwise the client is told to reset. If Redis loses the stream (restart,
+expiry), the next write creates a new epoch, so old cursors are recognised as stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+_APPEND = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[2], epoch)
+end
+local ok = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'partition', ARGV[5], 'message', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return {epoch, ok and 1 or 0}
+"""
+
+
+class HistoryUnavailable(Exception):
+    """Redis could not be asked; resume degrades to reset."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    partition: int
+    offset: int
+    message: str  # the JSON of the prediction as pushed
+
+
+@dataclass(frozen=True)
+class Replay:
+    entries: Sequence[Entry]
+    complete: bool  # False: history does not reach back to the cursor (or epoch differs): reset
+
+
+class UserHistory:
+    def __init__(self, client: aioredis.Redis, *, size: int, ttl_seconds: int) -> None:
+        self._redis = client
+        self._size = size
+        self._ttl = ttl_seconds
+        self._append = client.register_script(_APPEND)
+
+    @staticmethod
+    def _keys(user_id: str) -> tuple[str, str]:
+        base = f"circadia:history:{user_id}"
+        return base, base + ":epoch"
+
+    async def append(self, user_id: str, partition: int, offset: int, message: str) -> str:
+        """Store the entry (idempotently) and return the user's epoch."""
+        try:
+            epoch, _ = await self._append(keys=list(self._keys(user_id)), args=[
+                self._size, f"{offset + 1}-0", message, secrets.token_hex(8), partition, self._ttl])
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
+        return epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+
+    async def epoch(self, user_id: str) -> str | None:
+        try:
+            value = await self._redis.get(self._keys(user_id)[1])
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
+        return value.decode() if value is not None else None
+
+    async def latest(self, user_id: str) -> Entry | None:
+        try:
+            rows = await self._redis.xrevrange(self._keys(user_id)[0], count=1)
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
+        return _entry(rows[0]) if rows else None
+
+    async def after(self, user_id: str, epoch: str, offset: int) -> Replay:
+        """Entries after Kafka ``offset`` in order, if the history provably holds all of them."""
+        key, _ = self._keys(user_id)
+        try:
+            current = await self.epoch(user_id)
+            if current is None or current != epoch:
+                return Replay((), complete=False)
+            oldest = await self._redis.xrange(key, count=1)
+            if not oldest or _id_number(oldest[0][0]) > offset + 1:  # the cursor's entry was trimmed away
+                return Replay((), complete=False)
+            rows = await self._redis.xrange(key, min=f"({offset + 1}-0", max="+")
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
+        return Replay([_entry(row) for row in rows], complete=True)
+
+
+def _id_number(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-")[0])
+
+
+def _entry(row: tuple) -> Entry:
+    entry_id, fields = row
+    return Entry(partition=int(fields[b"partition"]), offset=_id_number(entry_id) - 1,
+                 message=fields[b"message"].decode())
