@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local stack runs, when their commands are missing:
 #   redis-server  (Redis 7, package redis-server)
+#   prometheus, promtool  (Prometheus 2.42, package prometheus)
 # Called by circadia.devstack on first use; safe to run again (does nothing when present).
 set -euo pipefail
 
-declare -A package_of=( [redis-server]=redis-server [redis-cli]=redis-tools )
+declare -A package_of=( [redis-server]=redis-server [redis-cli]=redis-tools [prometheus]=prometheus [promtool]=prometheus )
 missing=()
 for command in "$@"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${package_of[$command]:-$command}")
@@ -18,7 +19,10 @@ echo "installing Debian packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq >&2
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-# Debian's package starts a system-wide redis on 6379; the project runs its own instances.
-if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v service >/dev/null; then
-  $sudo service redis-server stop >/dev/null 2>&1 || true
+# Debian's packages start system-wide servers (redis on 6379, prometheus on 9090 and its node
+# exporter); the project runs its own instances on loopback, so stop those if they started.
+if command -v service >/dev/null; then
+  for unit in redis-server prometheus prometheus-node-exporter; do
+    [[ " ${missing[*]} " == *" ${unit%%-node-exporter} "* ]] && $sudo service "$unit" stop >/dev/null 2>&1 || true
+  done
 fi

@@ -7,6 +7,7 @@
   circadia token USER_ID   print an ID token the local stack accepts
   circadia demo            simulated devices upload a day; apps print what arrives
   circadia dlq list|replay inspect the dead-letter topic, re-publish after a fix
+  circadia trace TRACE_ID  print an upload's trace (the 202's trace_id) from Jaeger
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ circadia is up (state and logs in {stack.root})
   fan-out gateway  ws://127.0.0.1:{p.fanout}/v1/stream       (/healthz /readyz /metrics)
   worker metrics   http://127.0.0.1:{p.worker_metrics}/metrics
   kafka            {stack.bootstrap_servers}
+  jaeger           {stack.jaeger.query_url}/api/traces/<trace id>   (circadia trace <trace id>)
+  prometheus       {stack.prometheus.url}   (alert rules: deploy/prometheus/alerts.yml)
   a token:         circadia token <user_id>
   stop it all:     circadia down""")
     return 0
@@ -83,6 +86,34 @@ def _dlq(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(stack: LocalStack, args: argparse.Namespace) -> int:
+    """Print one trace from Jaeger as a tree: service, operation, start offset, duration."""
+    import httpx
+
+    response = httpx.get(f"{stack.jaeger.query_url}/api/traces/{args.trace_id}", timeout=10)
+    if response.status_code != 200 or not response.json().get("data"):
+        print(f"trace {args.trace_id} not found in Jaeger ({response.status_code})", file=sys.stderr)
+        return 1
+    (trace,) = response.json()["data"]
+    spans = {span["spanID"]: span for span in trace["spans"]}
+    children: dict[str | None, list[dict]] = {}
+    for span in spans.values():
+        parents = [r["spanID"] for r in span.get("references", []) if r["refType"] == "CHILD_OF"]
+        parent = parents[0] if parents and parents[0] in spans else None
+        children.setdefault(parent, []).append(span)
+    origin = min(span["startTime"] for span in spans.values())
+
+    def show(parent: str | None, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s["startTime"]):
+            service = trace["processes"][span["processID"]]["serviceName"]
+            print(f"{'  ' * depth}{service:<18} {span['operationName']:<40} "
+                  f"+{(span['startTime'] - origin) / 1000:8.1f} ms  {span['duration'] / 1000:7.1f} ms")
+            show(span["spanID"], depth + 1)
+
+    show(None, 0)
+    return 0
+
+
 def _token(stack: LocalStack, args: argparse.Namespace) -> int:
     print(stack.issuer.mint(args.user_id, ttl=args.ttl))
     return 0
@@ -120,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.set_defaults(run=_token)
     commands.add_parser("demo", help="simulate devices and apps").set_defaults(run=_demo)
+    trace = commands.add_parser("trace", help="print one trace from the local Jaeger")
+    trace.add_argument("trace_id")
+    trace.set_defaults(run=_trace)
     dlq = commands.add_parser("dlq", help="list or replay the dead-letter topic")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("--since", help="only dead letters at or after this time (ISO 8601 with offset); "

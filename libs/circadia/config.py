@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GOOGLE_SECURETOKEN_CERTS_URL = (
@@ -28,6 +28,13 @@ class ServiceSettings(BaseSettings):
         description="Comma-separated host:port list of Kafka brokers.",
     )
     kafka_replication_factor: int = Field(default=1, ge=1)
+    sentry_dsn: SecretStr | None = Field(default=None, description="Sentry DSN; unset: no error reports.")
+
+    def start_error_reporting(self, service: str) -> bool:
+        from circadia.errors import configure_error_reporting
+
+        dsn = self.sentry_dsn.get_secret_value() if self.sentry_dsn else None
+        return configure_error_reporting(service, dsn, self.env)
 
 
 class AuthSettings(ServiceSettings):

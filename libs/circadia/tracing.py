@@ -1,8 +1,13 @@
 """OpenTelemetry set-up and W3C trace-context propagation through Kafka headers.
 
-Spans are always created so ``traceparent`` links every hop; they are exported over OTLP
-only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific variable) is set.
-Sampling follows the standard ``OTEL_TRACES_SAMPLER`` variables (parent-based by default).
+The official aiokafka instrumentation wraps every producer and consumer in the process
+(the services' own and faust's): each send gets a PRODUCER span and carries
+``traceparent`` in its headers, each fetched record a CONSUMER span. The services add
+explicit spans where no instrumentation exists (faust processing, the model, WebSocket
+sends) and continue the trace from the record headers, so one trace id runs from the
+HTTP request to the socket. Spans are exported over OTLP (HTTP/protobuf) when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific variable) is set; sampling
+follows the standard ``OTEL_TRACES_SAMPLER`` variables (parent-based by default).
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ def configure_tracing(service_name: str) -> TracerProvider:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+
+    instrumentor = AIOKafkaInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
     return provider
 
 
@@ -43,13 +53,6 @@ class _KafkaHeaderGetter(Getter[Sequence[tuple[str, bytes]]]):
 
     def keys(self, carrier: Sequence[tuple[str, bytes]]) -> list[str]:
         return [k for k, _ in carrier]
-
-
-def context_headers() -> list[tuple[str, bytes]]:
-    """``traceparent`` (and ``tracestate``) of the current span, as Kafka headers."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return [(key, value.encode("latin-1")) for key, value in carrier.items()]
 
 
 def context_from_headers(headers: Sequence[tuple[str, bytes]] | None) -> Context:

@@ -62,6 +62,7 @@ def main() -> None:
     # one line per HTTP probe and handshake is noise; failures still log at WARNING
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
     configure_tracing("fanout-gateway")
+    settings.start_error_reporting("fanout-gateway")
     asyncio.run(run(settings))
 
 

@@ -19,3 +19,10 @@ DELIVERY_LATENCY = Histogram(
 )
 RECORDS = Counter("circadia_fanout_records_total", "predictions.v1 records consumed, by outcome.",
                   ["outcome"])
+
+# Known label values start at zero, so dashboards and alerts see a series before the first event.
+DROPPED.labels("slow_client")
+for _code in ("1001", "4401", "4403", "4408", "4429"):
+    CLOSES.labels(_code)
+for _outcome in ("resumed", "reset"):
+    RESUMES.labels(_outcome)

@@ -25,6 +25,7 @@ from circadia.jsonable import jsonable
 from circadia.topics import PREDICTIONS
 from circadia.tracing import context_from_headers
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
@@ -62,11 +63,13 @@ class Limits:
 
 @dataclass(frozen=True)
 class Push:
-    """One prediction as pushed: its position, so a connection can drop repeats."""
+    """One prediction as pushed: its position, so a connection can drop repeats, and the
+    trace it belongs to, so the send to each socket is a span of the upload's trace."""
 
     partition: int
     offset: int
     text: str
+    context: Context | None = None
 
 
 class Connection:
@@ -75,7 +78,7 @@ class Connection:
     def __init__(self, websocket: ServerConnection, user_id: str, queue_size: int) -> None:
         self.websocket = websocket
         self.user_id = user_id
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[tuple[str, Context | None]] = asyncio.Queue(maxsize=queue_size)
         self._closing = False
         self._sent: tuple[int, int] | None = None  # (partition, offset) of the newest prediction queued
         self._held: list[Push] | None = []  # live pushes held back while catching up; None once live
@@ -84,12 +87,12 @@ class Connection:
     def closing(self) -> bool:
         return self._closing
 
-    def send(self, text: str) -> bool:
-        """Queue a control message; on overflow the connection is closed with 4408."""
+    def send(self, text: str, context: Context | None = None) -> bool:
+        """Queue a message; on overflow the connection is closed with 4408."""
         if self._closing:
             return False
         try:
-            self._queue.put_nowait(text)
+            self._queue.put_nowait((text, context))
         except asyncio.QueueFull:
             metrics.DROPPED.labels("slow_client").inc()
             self.close(CLOSE_SLOW, "send queue overflow: client too slow")
@@ -110,7 +113,7 @@ class Connection:
     def _enqueue(self, item: Push) -> bool:
         if self._sent is not None and item.partition == self._sent[0] and item.offset <= self._sent[1]:
             return False  # already sent: a replayed entry that also arrived live
-        if self.send(item.text):
+        if self.send(item.text, item.context):
             self._sent = (item.partition, item.offset)
             metrics.DELIVERIES.inc()
             return True
@@ -130,8 +133,14 @@ class Connection:
 
     async def write(self) -> None:
         while True:
-            text = await self._queue.get()
-            await self.websocket.send(text)
+            text, context = await self._queue.get()
+            if context is None:
+                await self.websocket.send(text)
+            else:
+                with tracer.start_as_current_span("websocket send", context=context, kind=SpanKind.PRODUCER,
+                                                  attributes={"network.protocol.name": "websocket",
+                                                              "circadia.fanout.path": STREAM_PATH}):
+                    await self.websocket.send(text)
             self._queue.task_done()
 
     async def drained(self) -> None:
@@ -178,7 +187,7 @@ class FanoutServer:
                 return
             item = Push(message.partition, message.offset, json.dumps({
                 "type": "prediction", "cursor": {"partition": message.partition, "offset": message.offset},
-                "epoch": epoch, "prediction": record}))
+                "epoch": epoch, "prediction": record}), context=trace.set_span_in_context(span))
             for connection in tuple(connections):
                 connection.push(item)
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - message.timestamp_ms / 1000))

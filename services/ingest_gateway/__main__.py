@@ -14,6 +14,7 @@ def main() -> None:
     settings = IngestSettings()
     configure_logging("ingest-gateway", settings.log_level)
     configure_tracing("ingest-gateway")
+    settings.start_error_reporting("ingest-gateway")
     trusted = settings.ingest_trusted_proxies
     uvicorn.run(create_app(Gateway.from_settings(settings)), host=settings.ingest_host,
                 port=settings.ingest_port, log_config=None, ws="none", lifespan="on", server_header=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ from circadia.idempotency import (
 from circadia.ratelimit import RateDecision, RateLimit, redis_limiter
 from circadia.redis_client import connection_pool, redis_answers
 from circadia.topics import HEALTH_SAMPLES
-from circadia.tracing import context_headers, current_trace_id
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from circadia.tracing import current_trace_id
+from opentelemetry import trace
+from opentelemetry.instrumentation.starlette import StarletteInstrumentor
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -42,7 +43,6 @@ from ingest_gateway.publisher import BrokerUnavailable, UploadPublisher
 from ingest_gateway.settings import IngestSettings
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("ingest_gateway")
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 UPLOAD_SCHEMA = "io.circadia.health.HealthUpload"
@@ -101,19 +101,19 @@ class UploadHandler:
                                history=timedelta(days=s.ingest_history_days), max_samples=s.ingest_max_samples)
 
     async def handle(self, request: Request) -> Response:
+        """The HTTP server span is the Starlette instrumentation's; its trace id goes back to
+        the client (``X-Trace-Id``, and ``trace_id`` in a 202) so operators can find the upload."""
         started = time.perf_counter()
-        with tracer.start_as_current_span(
-            "POST /v1/uploads",
-            context=propagate.extract(request.headers),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "http.route": "/v1/uploads"},
-        ) as span:
-            try:
-                response = await self._handle(request)
-            except Rejection as rejection:
-                metrics.REJECTIONS.labels(rejection.reason).inc()
-                response = rejection.response()
-            span.set_attribute("http.response.status_code", response.status_code)
+        try:
+            response = await self._handle(request)
+        except Rejection as rejection:
+            metrics.REJECTIONS.labels(rejection.reason).inc()
+            if rejection.samples:
+                metrics.SAMPLES_REJECTED.labels(rejection.reason).inc(rejection.samples)
+            response = rejection.response()
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            response.headers["X-Trace-Id"] = trace_id
         metrics.REQUESTS.labels(str(response.status_code)).inc()
         metrics.REQUEST_DURATION.observe(time.perf_counter() - started)
         return response
@@ -209,25 +209,20 @@ class UploadHandler:
                             status_code=202)
 
     async def _publish(self, user_id: str, upload_id: str, value: bytes, *, idempotency: bytes) -> tuple[int, int]:
-        with tracer.start_as_current_span(
-            f"{HEALTH_SAMPLES} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": HEALTH_SAMPLES,
-                        "messaging.operation.type": "publish"},
-        ) as span:
-            headers = self._g.upload_schema.headers() + context_headers() + [
-                ("upload_id", upload_id.encode()), ("circadia.idempotency", idempotency)]
-            started = time.perf_counter()
-            try:
-                partition, offset = await self._g.publisher.publish(
-                    HEALTH_SAMPLES, key=user_id.encode(), value=value, headers=headers)
-            except BrokerUnavailable:
-                log.error("upload not stored: Kafka unavailable", exc_info=True, extra={"upload_id": upload_id})
-                raise Rejection(503, "broker_unavailable", headers={"Retry-After": "5"}, errors=[{
-                    "loc": [], "msg": "the upload was not stored; retry later"}]) from None
-            metrics.PRODUCE_DURATION.observe(time.perf_counter() - started)
-            span.set_attribute("messaging.destination.partition.id", str(partition))
-            span.set_attribute("messaging.kafka.offset", offset)
+        # the aiokafka instrumentation adds the PRODUCER span and the traceparent header
+        headers = self._g.upload_schema.headers() + [
+            ("upload_id", upload_id.encode()), ("circadia.idempotency", idempotency)]
+        started = time.perf_counter()
+        try:
+            partition, offset = await self._g.publisher.publish(
+                HEALTH_SAMPLES, key=user_id.encode(), value=value, headers=headers)
+        except BrokerUnavailable:
+            log.error("upload not stored: Kafka unavailable", exc_info=True, extra={"upload_id": upload_id})
+            raise Rejection(503, "broker_unavailable", headers={"Retry-After": "5"}, errors=[{
+                "loc": [], "msg": "the upload was not stored; retry later"}]) from None
+        metrics.PRODUCE_DURATION.observe(time.perf_counter() - started)
+        trace.get_current_span().set_attributes({"circadia.upload.partition": partition,
+                                                 "circadia.upload.offset": offset})
         return partition, offset
 
 
@@ -261,7 +256,7 @@ def create_app(gateway: Gateway) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/uploads", UploadHandler(gateway).handle, methods=["POST"]),
             Route("/healthz", healthz),
@@ -271,3 +266,7 @@ def create_app(gateway: Gateway) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    # probes and scrapes are not worth a trace each (the instrumentation reads this variable)
+    os.environ.setdefault("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", "healthz,readyz,metrics")
+    StarletteInstrumentor.instrument_app(app)
+    return app

@@ -7,6 +7,7 @@ its status (413 too large, 415 unsupported type or encoding, 422 invalid content
 from __future__ import annotations
 
 import io
+import json
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -136,4 +137,15 @@ def parse_upload(raw: bytes, *, content_type: str | None, content_encoding: str 
             return UploadRequest.validate_python(_from_avro(body, avro_schema), rules)
         return UploadRequest.validate_json(body, rules)
     except ValidationError as exc:
-        raise Rejection(422, "invalid_upload", errors=_pydantic_errors(exc)) from None
+        raise Rejection(422, "invalid_upload", errors=_pydantic_errors(exc), samples=_count_samples(body, kind)) from None
+
+
+def _count_samples(body: bytes, kind: str) -> int:
+    """How many samples a refused JSON body held (for the rejected-samples metric); 0 if unknown."""
+    if kind != JSON:
+        return 0
+    try:
+        samples = json.loads(body).get("samples")
+    except (ValueError, AttributeError):
+        return 0
+    return len(samples) if isinstance(samples, list) else 0

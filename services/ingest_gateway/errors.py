@@ -12,8 +12,9 @@ class Rejection(Exception):
     lists field-level problems as ``{"loc": [...], "msg": "..."}``."""
 
     def __init__(self, status: int, reason: str, *, errors: Sequence[Mapping[str, object]] | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, samples: int = 0) -> None:
         super().__init__(f"{status} {reason}")
+        self.samples = samples  # samples the refused upload held, when the body was read that far
         self.status = status
         self.reason = reason
         self.errors = list(errors) if errors is not None else None

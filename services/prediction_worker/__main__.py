@@ -17,6 +17,7 @@ SERVICE = "prediction-worker"
 def main() -> None:
     settings = WorkerSettings()
     configure_tracing(SERVICE)
+    settings.start_error_reporting(SERVICE)
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     if settings.worker_pat_weights_path is not None:

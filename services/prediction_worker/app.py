@@ -22,7 +22,7 @@ import faust
 from aiokafka.errors import KafkaError
 from circadia.avro import AvroSchema, SchemaSet
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
-from circadia.tracing import context_from_headers, context_headers
+from circadia.tracing import context_from_headers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -224,11 +224,13 @@ class UploadProcessor:
 
     async def _publish(self, user: bytes, window: UserWindow) -> None:
         """Publish one result for the window's pending uploads; on failure they stay pending."""
-        model = await self._model.run(window)
-        record = build_prediction(window, user.decode(), window.pending, datetime.now(UTC), model)
-        value = self._prediction_schema.encode(record)
-        headers = self._prediction_schema.headers() + context_headers() + [
-            ("prediction_id", record["prediction_id"].encode())]
+        with tracer.start_as_current_span("model forward", attributes={"circadia.model": "pat"}):
+            model = await self._model.run(window)
+        with tracer.start_as_current_span("compute metrics"):
+            record = build_prediction(window, user.decode(), window.pending, datetime.now(UTC), model)
+            value = self._prediction_schema.encode(record)
+        # the aiokafka instrumentation adds the PRODUCER span and the traceparent header
+        headers = self._prediction_schema.headers() + [("prediction_id", record["prediction_id"].encode())]
 
         async def send() -> None:
             await (await self._predictions.send(key=user, value=value, headers=headers, force=True))
@@ -304,6 +306,18 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
     @app.timer(max(0.5, settings.worker_debounce_seconds / 2))
     async def flush_pending() -> None:
         await processor.flush()
+
+    @app.timer(5.0)
+    async def measure_lag() -> None:
+        """Uploads not yet fetched, per assigned partition of health.samples.v1."""
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == HEALTH_SAMPLES]
+        if not assigned:
+            return
+        highwaters = await app.consumer.highwaters(*assigned)
+        for tp in assigned:
+            position = await app.consumer.position(tp)
+            if position is not None and highwaters.get(tp) is not None:
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwaters[tp] - position))
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:

@@ -33,6 +33,13 @@ PENDING_USERS = Gauge("circadia_worker_pending_users", "Users with uploads not y
 BREAKER_STATE = Gauge(
     "circadia_worker_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["breaker"]
 )
+CONSUMER_LAG = Gauge(
+    "circadia_worker_consumer_lag", "Records of health.samples.v1 not yet fetched, by partition.", ["partition"]
+)
 ASSIGNED_PARTITIONS = Gauge(
     "circadia_worker_assigned_partitions", "Partitions of health.samples.v1 assigned to this worker."
 )
+
+# Known label values start at zero, so dashboards and alerts see a series before the first event.
+for _outcome in ("applied", "duplicate", "dead_lettered"):
+    RECORDS.labels(_outcome)

@@ -26,7 +26,7 @@ LATE_EVENING = datetime.combine(YESTERDAY, dtime(23, 50), tzinfo=UTC)
 def new_stack(root, kafka_bootstrap: str, redis_url: str) -> LocalStack:
     ports = Ports(kafka=0, kafka_controller=0, redis=0, ingest=free_port(), fanout=free_port(),
                   worker_metrics=free_port())
-    return LocalStack(root, ports, external_kafka=kafka_bootstrap, external_redis=redis_url,
+    return LocalStack(root, ports, external_kafka=kafka_bootstrap, external_redis=redis_url, observability=False,
                       overrides=(("CIRCADIA_FANOUT_AUTH_TIMEOUT_SECONDS", str(AUTH_TIMEOUT)),
                                  ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}")))
 

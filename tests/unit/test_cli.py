@@ -33,7 +33,7 @@ def test_status_of_a_stack_that_never_ran(tmp_path: Path, monkeypatch: pytest.Mo
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CIRCADIA_LOCAL_DIR", str(tmp_path))
     assert cli.main(["status"]) == 3
-    assert capsys.readouterr().out.count("stopped") == 5  # redis, kafka and the three services
+    assert capsys.readouterr().out.count("stopped") == 7  # redis, kafka, three services, jaeger, prometheus
     assert cli.main(["down"]) == 0
     assert "nothing was running" in capsys.readouterr().out
 

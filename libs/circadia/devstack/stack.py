@@ -17,8 +17,10 @@ from pathlib import Path
 import httpx
 
 from circadia.devkeys import DevIssuer
+from circadia.devstack.jaeger import LocalJaeger
 from circadia.devstack.kafka import LocalKafka
 from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.prometheus import LocalPrometheus
 from circadia.devstack.redis import LocalRedis
 from circadia.paths import local_dir
 
@@ -34,6 +36,12 @@ class Ports:
     kafka: int = 9092
     kafka_controller: int = 9093
     redis: int = 6379
+    jaeger_otlp_grpc: int = 4317
+    jaeger_otlp_http: int = 4318
+    jaeger_query: int = 16686
+    jaeger_query_grpc: int = 16685
+    jaeger_health: int = 13133
+    prometheus: int = 9090
     ingest: int = 8080
     fanout: int = 8081
     worker_metrics: int = 9100
@@ -68,6 +76,8 @@ class LocalStack:
     external_kafka: str | None = None  # bootstrap servers of a broker this stack does not manage
     external_redis: str | None = None  # URL of a Redis this stack does not manage
     overrides: tuple[tuple[str, str], ...] = ()  # extra service settings, e.g. shorter timeouts
+    observability: bool = True  # Jaeger and Prometheus beside the services
+    scrape_interval: str = "5s"
 
     @classmethod
     def default(cls) -> LocalStack:
@@ -80,6 +90,21 @@ class LocalStack:
     @property
     def bootstrap_servers(self) -> str:
         return self.external_kafka or self.kafka.bootstrap_servers
+
+    @property
+    def jaeger(self) -> LocalJaeger:
+        p = self.ports
+        return LocalJaeger(self.root / "jaeger", p.jaeger_otlp_grpc, p.jaeger_otlp_http, p.jaeger_query,
+                           p.jaeger_query_grpc, p.jaeger_health)
+
+    @property
+    def prometheus(self) -> LocalPrometheus:
+        return LocalPrometheus(self.root / "prometheus", self.ports.prometheus, self.scrape_interval)
+
+    def scrape_targets(self) -> dict[str, list[str]]:
+        p = self.ports
+        return {"ingest-gateway": [f"127.0.0.1:{p.ingest}"], "prediction-worker": [f"127.0.0.1:{p.worker_metrics}"],
+                "fanout-gateway": [f"127.0.0.1:{p.fanout}"]}
 
     @property
     def redis(self) -> LocalRedis:
@@ -112,6 +137,7 @@ class LocalStack:
             "CIRCADIA_WORKER_METRICS_HOST": "127.0.0.1",
             "CIRCADIA_WORKER_METRICS_PORT": str(self.ports.worker_metrics),
             "CIRCADIA_WORKER_DATA_DIR": str(self.root / "worker"),
+            **({"OTEL_EXPORTER_OTLP_ENDPOINT": self.jaeger.otlp_endpoint} if self.observability else {}),
             **dict(self.overrides),
         }
 
@@ -128,6 +154,11 @@ class LocalStack:
             self.kafka.start()
         created = asyncio.run(ensure_topics(self.bootstrap_servers))
         report(f"topics           ready{' (created ' + ', '.join(created) + ')' if created else ''}")
+        if self.observability:
+            self.jaeger.start()
+            report(f"jaeger           ready ({self.jaeger.query_url}, OTLP {self.jaeger.otlp_endpoint})")
+            self.prometheus.start(self.scrape_targets())
+            report(f"prometheus       ready ({self.prometheus.url})")
         for spec in SERVICES:
             self.start_service(spec.name, wait=False)
         for spec in SERVICES:
@@ -161,6 +192,9 @@ class LocalStack:
 
     def down(self) -> list[str]:
         stopped = [spec.name for spec in reversed(SERVICES) if self.process(spec.name).stop()]
+        for name, part in (("prometheus", self.prometheus), ("jaeger", self.jaeger)):
+            if part.stop():
+                stopped.append(name)
         if self.external_kafka is None and self.kafka.stop():
             stopped.append("kafka")
         if self.external_redis is None and self.redis.stop():
@@ -173,6 +207,8 @@ class LocalStack:
             rows.insert(0, ("kafka", self.kafka.process.pid()))
         if self.external_redis is None:
             rows.insert(0, ("redis", self.redis.process.pid()))
+        if self.observability:
+            rows += [("jaeger", self.jaeger.process.pid()), ("prometheus", self.prometheus.process.pid())]
         return rows
 
 
