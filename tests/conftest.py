@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from circadia.devkeys import DevIssuer
 from circadia.devstack.kafka import LocalKafka, broker_answers
 from circadia.devstack.redis import LocalRedis

@@ -8,6 +8,7 @@
   circadia demo            simulated devices upload a day; apps print what arrives
   circadia dlq list|replay inspect the dead-letter topic, re-publish after a fix
   circadia trace TRACE_ID  print an upload's trace (the 202's trace_id) from Jaeger
+  circadia config check    the services' effective configuration and every problem
 """
 
 from __future__ import annotations
@@ -86,6 +87,47 @@ def _dlq(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
+SETTINGS = {"ingest-gateway": ("ingest_gateway.settings", "IngestSettings"),
+            "prediction-worker": ("prediction_worker.settings", "WorkerSettings"),
+            "fanout-gateway": ("fanout_gateway.settings", "FanoutSettings")}
+
+
+def _config(stack: LocalStack, args: argparse.Namespace) -> int:
+    """Effective configuration of each service from this environment, secrets redacted, and
+    every problem; non-zero when a service would refuse to start or its settings are invalid."""
+    import importlib
+
+    from pydantic import ValidationError
+
+    from circadia.config import resolve
+    from circadia.secrets import SecretUnavailable
+
+    failed = False
+    for service in [args.service] if args.service else list(SETTINGS):
+        module, name = SETTINGS[service]
+        settings_class = getattr(importlib.import_module(module), name)
+        print(f"{service}:")
+        try:
+            config = resolve(service, settings_class())
+        except ValidationError as exc:
+            failed = True
+            for error in exc.errors():
+                print(f"  invalid  {'.'.join(map(str, error['loc']))}: {error['msg']}")
+            continue
+        except SecretUnavailable as exc:
+            failed = True
+            print(f"  secrets unavailable: {exc}")
+            continue
+        for key, value in sorted(config.settings.effective(config.secrets).items()):
+            print(f"  {key} = {value}")
+        problems = config.settings.problems(config.secrets)
+        failed |= bool(problems)
+        for problem in problems:
+            print(f"  PROBLEM  {problem}")
+        print(f"  {'refuses to start' if problems else 'ok'} ({config.settings.env})")
+    return 1 if failed else 0
+
+
 def _trace(stack: LocalStack, args: argparse.Namespace) -> int:
     """Print one trace from Jaeger as a tree: service, operation, start offset, duration."""
     import httpx
@@ -151,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.set_defaults(run=_token)
     commands.add_parser("demo", help="simulate devices and apps").set_defaults(run=_demo)
+    config = commands.add_parser("config", help="check the configuration the services would start with")
+    config.add_argument("action", choices=["check"])
+    config.add_argument("--service", choices=list(SETTINGS))
+    config.set_defaults(run=_config)
     trace = commands.add_parser("trace", help="print one trace from the local Jaeger")
     trace.add_argument("trace_id")
     trace.set_defaults(run=_trace)

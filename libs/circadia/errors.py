@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from circadia import __version__
+from circadia.secrets import Secret
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,20 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
 
 def scrub_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
     return scrub(crumb)
+
+
+def dsn_rotation(service: str, environment: str) -> Callable[[Secret | None], Awaitable[None]]:
+    """Apply a rotated Sentry DSN: the SDK is started again with it (or stopped without one)."""
+
+    async def rotate(secret: Secret | None) -> None:
+        if secret is None:
+            import sentry_sdk
+
+            sentry_sdk.init(dsn=None)
+            return
+        configure_error_reporting(service, secret.value, environment)
+
+    return rotate
 
 
 def configure_error_reporting(service: str, dsn: str | None, environment: str) -> bool:

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
 
+from circadia.config import ServiceConfig
 from circadia.topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,25 @@ log = logging.getLogger(__name__)
 
 class TopicLayoutError(RuntimeError):
     """An existing topic does not have the partition count circadia declares."""
+
+
+def security_options(protocol: str = "PLAINTEXT", *, mechanism: str = "SCRAM-SHA-512", username: str = "",
+                     password: str | None = None, cafile: str | None = None) -> dict[str, object]:
+    """aiokafka connection options for a security protocol (SASL/SCRAM and/or TLS)."""
+    options: dict[str, object] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=cafile)
+    if protocol.startswith("SASL"):
+        options.update(sasl_mechanism=mechanism, sasl_plain_username=username, sasl_plain_password=password)
+    return options
+
+
+def client_security(config: ServiceConfig) -> dict[str, object]:
+    """The security options of a service's Kafka clients, with the current password."""
+    settings = config.settings
+    return security_options(settings.kafka_security_protocol, mechanism=settings.kafka_sasl_mechanism,
+                            username=settings.kafka_sasl_username, password=config.secret("kafka_sasl_password"),
+                            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
 
 
 def create_producer(bootstrap_servers: str, *, client_id: str, **overrides: object) -> AIOKafkaProducer:
@@ -36,9 +57,9 @@ def create_producer(bootstrap_servers: str, *, client_id: str, **overrides: obje
     return AIOKafkaProducer(**options)
 
 
-async def topic_partitions(bootstrap_servers: str, topic: str) -> list[int]:
+async def topic_partitions(bootstrap_servers: str, topic: str, **security: object) -> list[int]:
     """The partition ids of ``topic``; empty when the topic does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-metadata")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-metadata", **security)
     await admin.start()
     try:
         (description,) = await admin.describe_topics([topic])
@@ -54,6 +75,7 @@ async def ensure_topics(
     specs: Iterable[TopicSpec] = TOPICS,
     *,
     replication_factor: int = 1,
+    **security: object,
 ) -> list[str]:
     """Create the missing topics with their declared partition counts; return those created.
 
@@ -61,7 +83,7 @@ async def ensure_topics(
     declaration is an error, because keys would map to other partitions.
     """
     specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-topics")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-topics", **security)
     await admin.start()
     try:
         existing = {t["topic"]: t for t in await admin.describe_topics([s.name for s in specs])}

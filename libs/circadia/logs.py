@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
+from circadia.http import current_request_id
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -28,6 +30,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = current_request_id.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
             entry["trace_id"] = format(span.trace_id, "032x")

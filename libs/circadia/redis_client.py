@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from circadia.config import RedisSettings
+from circadia.secrets import Secret
 
 log = logging.getLogger(__name__)
 
 
-def connection_pool(settings: RedisSettings) -> aioredis.ConnectionPool:
+def connection_pool(settings: RedisSettings, password: str | None = None) -> aioredis.ConnectionPool:
     """Short timeouts: a slow or absent Redis must degrade a request, not stall it."""
     return aioredis.ConnectionPool.from_url(
         settings.redis_url,
+        password=password,
         max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_socket_timeout_seconds,
         socket_connect_timeout=settings.redis_socket_timeout_seconds,
         health_check_interval=30,
         retry_on_timeout=False,
     )
+
+
+def password_rotation(pool: aioredis.ConnectionPool) -> Callable[[Secret | None], Awaitable[None]]:
+    """Apply a rotated Redis password: new connections use it, open ones are closed."""
+
+    async def rotate(secret: Secret | None) -> None:
+        pool.connection_kwargs["password"] = secret.value if secret is not None else None
+        await pool.disconnect(inuse_connections=True)
+
+    return rotate
 
 
 async def redis_answers(client: aioredis.Redis, timeout: float = 1.0) -> bool:

@@ -5,26 +5,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import replace
 
 import redis.asyncio as aioredis
-from circadia.auth import CertificateSource, FirebaseTokenVerifier
-from circadia.avro import SchemaSet
-from circadia.logs import configure_logging
-from circadia.redis_client import connection_pool
-from circadia.tracing import configure_tracing
 from websockets.asyncio.server import serve
 
+from circadia.auth import CertificateSource, FirebaseTokenVerifier
+from circadia.avro import SchemaSet
+from circadia.config import ServiceConfig, load
+from circadia.errors import dsn_rotation
+from circadia.kafka import client_security
+from circadia.logs import configure_logging
+from circadia.redis_client import connection_pool, password_rotation
+from circadia.secrets import SecretWatcher
+from circadia.tracing import configure_tracing
 from fanout_gateway.feed import PredictionFeed
 from fanout_gateway.history import UserHistory
 from fanout_gateway.server import FanoutServer, Limits
 from fanout_gateway.settings import FanoutSettings
 
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
+SERVICE = "fanout-gateway"
 
 
-async def run(settings: FanoutSettings) -> None:
+async def run(config: ServiceConfig) -> None:
+    settings: FanoutSettings = config.settings
     schemas = SchemaSet.load()
-    redis = aioredis.Redis(connection_pool=connection_pool(settings))
+    pool = connection_pool(settings, password=config.secret("redis_password"))
+    redis = aioredis.Redis(connection_pool=pool)
     feed_ready = asyncio.Event()
     fanout = FanoutServer(
         FirebaseTokenVerifier(settings.firebase_project_id, CertificateSource(settings.firebase_certs_url),
@@ -37,33 +45,43 @@ async def run(settings: FanoutSettings) -> None:
                reconnect_spread_ms=settings.fanout_reconnect_spread_ms),
     )
     feed = PredictionFeed(settings.kafka_bootstrap_servers, schemas, schemas[PREDICTION_SCHEMA],
-                          fanout.deliver, feed_ready)
+                          fanout.deliver, feed_ready, security=client_security(config))
+    # rotated secrets are applied where they are used, without a restart
+    watcher = SecretWatcher(config.resolver, config.secrets, settings.secret_refresh_seconds)
+    watcher.on_change("redis_password", password_rotation(pool))
+    watcher.on_change("kafka_sasl_password", lambda secret: feed.reconnect(
+        client_security(replace(config, secrets={**config.secrets, "kafka_sasl_password": secret}))))
+    watcher.on_change("sentry_dsn", dsn_rotation(SERVICE, settings.env))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await feed.start()
+    await watcher.start()
     try:
         async with serve(fanout.handler, settings.fanout_host, settings.fanout_port,
-                         process_request=fanout.process_request, server_header=None,
+                         process_request=fanout.process_request, process_response=fanout.process_response,
+                         server_header=None,
                          ping_interval=settings.fanout_ping_interval_seconds,
                          ping_timeout=settings.fanout_ping_interval_seconds,
                          max_size=64 * 1024):
             await stop.wait()
             await fanout.drain()  # reconnect hints, flushed queues, then 1001 for everyone
     finally:
+        await watcher.stop()
         await feed.stop()
         await redis.aclose()
 
 
 def main() -> None:
-    settings = FanoutSettings()
-    configure_logging("fanout-gateway", settings.log_level)
+    config = load(SERVICE, FanoutSettings)
+    settings: FanoutSettings = config.settings
+    configure_logging(SERVICE, settings.log_level)
     # one line per HTTP probe and handshake is noise; failures still log at WARNING
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
-    configure_tracing("fanout-gateway")
-    settings.start_error_reporting("fanout-gateway")
-    asyncio.run(run(settings))
+    configure_tracing(SERVICE)
+    settings.start_error_reporting(SERVICE, config.secrets)
+    asyncio.run(run(config))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+
 from circadia.avro import AvroSchema, SchemaSet
 from circadia.kafka import topic_partitions
 from circadia.topics import PREDICTIONS
-
 from fanout_gateway import metrics
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ class FeedMessage:
 class PredictionFeed:
     def __init__(self, bootstrap_servers: str, schemas: SchemaSet, schema: AvroSchema,
                  deliver: Callable[[FeedMessage], Awaitable[None]], ready: asyncio.Event, *,
-                 retry_interval: float = 2.0) -> None:
+                 retry_interval: float = 2.0, security: dict[str, object] | None = None) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = dict(security or {})
         self._schemas = schemas
         self._schema = schema
         self._deliver = deliver
@@ -53,6 +54,14 @@ class PredictionFeed:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def reconnect(self, security: dict[str, object]) -> None:
+        """Rotated credentials: a new consumer with them, positioned at the end again."""
+        await self.stop()
+        self._security = dict(security)
+        self.ready.clear()
+        await self.start()
 
     async def _run(self) -> None:
         while True:
@@ -62,6 +71,7 @@ class PredictionFeed:
                 enable_auto_commit=False,
                 auto_offset_reset="latest",
                 client_id="fanout-gateway",
+                **self._security,
             )
             try:
                 await consumer.start()
@@ -76,7 +86,7 @@ class PredictionFeed:
                 await consumer.stop()
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        while not (partitions := await topic_partitions(self._bootstrap, PREDICTIONS)):
+        while not (partitions := await topic_partitions(self._bootstrap, PREDICTIONS, **self._security)):
             log.warning("topic not found yet", extra={"topic": PREDICTIONS})
             await asyncio.sleep(self._retry_interval)
         assignment = [TopicPartition(PREDICTIONS, p) for p in partitions]

@@ -20,10 +20,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 import prometheus_client
-from circadia.auth import FirebaseTokenVerifier, InvalidTokenError, VerifiedToken
-from circadia.jsonable import jsonable
-from circadia.topics import PREDICTIONS
-from circadia.tracing import context_from_headers
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -32,6 +28,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from circadia.auth import FirebaseTokenVerifier, InvalidTokenError, VerifiedToken
+from circadia.http import add_to, request_id_from
+from circadia.jsonable import jsonable
+from circadia.topics import PREDICTIONS
+from circadia.tracing import context_from_headers
 from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
 from fanout_gateway.history import Entry, HistoryUnavailable, UserHistory
@@ -343,6 +344,11 @@ class FanoutServer:
             connection.close(GOING_AWAY, "server shutting down")
 
     # --- plain HTTP beside the WebSocket ----------------------------------------------------
+
+    def process_response(self, connection: ServerConnection, request: Request, response: Response) -> Response:
+        """Security headers and the request id on every HTTP answer, the handshake included."""
+        add_to(response.headers, request_id_from(request.headers.get("X-Request-Id")))
+        return response
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == STREAM_PATH:

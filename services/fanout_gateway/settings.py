@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from circadia.config import AuthSettings, RedisSettings
 from pydantic import Field
+
+from circadia.config import AuthSettings, RedisSettings
 
 
 class FanoutSettings(AuthSettings, RedisSettings):

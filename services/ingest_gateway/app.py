@@ -8,14 +8,26 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import prometheus_client
 import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
 from circadia.auth import CertificateSource, FirebaseTokenVerifier, InvalidTokenError
 from circadia.avro import AvroSchema, AvroValidationError, SchemaSet
+from circadia.config import ServiceConfig
+from circadia.errors import dsn_rotation
+from circadia.http import HardenedResponses
 from circadia.idempotency import (
     Claim,
     Conflict,
@@ -24,17 +36,12 @@ from circadia.idempotency import (
     Published,
     UploadLedger,
 )
+from circadia.kafka import client_security
 from circadia.ratelimit import RateDecision, RateLimit, redis_limiter
-from circadia.redis_client import connection_pool, redis_answers
+from circadia.redis_client import connection_pool, password_rotation, redis_answers
+from circadia.secrets import SecretWatcher
 from circadia.topics import HEALTH_SAMPLES
 from circadia.tracing import current_trace_id
-from opentelemetry import trace
-from opentelemetry.instrumentation.starlette import StarletteInstrumentor
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
-
 from ingest_gateway import metrics
 from ingest_gateway.body import BodyLimits, media_type, parse_upload, read_limited
 from ingest_gateway.errors import Rejection
@@ -63,21 +70,31 @@ class Gateway:
     ledger: UploadLedger
     user_limit: RateLimit
     ip_limit: RateLimit
+    secrets: SecretWatcher
 
     @classmethod
-    def from_settings(cls, settings: IngestSettings, schemas: SchemaSet | None = None) -> Gateway:
+    def from_config(cls, config: ServiceConfig, schemas: SchemaSet | None = None) -> Gateway:
+        settings: IngestSettings = config.settings
         schemas = schemas or SchemaSet.load()
-        pool = connection_pool(settings)
+        pool = connection_pool(settings, password=config.secret("redis_password"))
         redis = aioredis.Redis(connection_pool=pool)
         limiter = redis_limiter(settings.redis_url, pool)
         produce_timeout = settings.ingest_produce_timeout_seconds
+        publisher = UploadPublisher(settings.kafka_bootstrap_servers, produce_timeout=produce_timeout,
+                                    security=client_security(config))
+        # rotated secrets are applied where they are used, without a restart
+        watcher = SecretWatcher(config.resolver, config.secrets, settings.secret_refresh_seconds)
+        watcher.on_change("redis_password", password_rotation(pool))
+        watcher.on_change("kafka_sasl_password", lambda secret: publisher.reconnect(
+            client_security(replace(config, secrets={**config.secrets, "kafka_sasl_password": secret}))))
+        watcher.on_change("sentry_dsn", dsn_rotation("ingest-gateway", settings.env))
         return cls(
             settings=settings,
             verifier=FirebaseTokenVerifier(
                 settings.firebase_project_id, CertificateSource(settings.firebase_certs_url),
                 clock_skew=settings.auth_clock_skew_seconds,
             ),
-            publisher=UploadPublisher(settings.kafka_bootstrap_servers, produce_timeout=produce_timeout),
+            publisher=publisher,
             upload_schema=schemas[UPLOAD_SCHEMA],
             request_schema=schemas[REQUEST_SCHEMA],
             redis=redis,
@@ -86,6 +103,7 @@ class Gateway:
                                 pending_seconds=2 * produce_timeout + 5, wait_seconds=produce_timeout + 1),
             user_limit=RateLimit("ingest-user", settings.ingest_rate_limit_per_user, limiter),
             ip_limit=RateLimit("ingest-ip", settings.ingest_rate_limit_per_ip, limiter),
+            secrets=watcher,
         )
 
 
@@ -230,9 +248,11 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.publisher.start()
+        await gateway.secrets.start()
         try:
             yield
         finally:
+            await gateway.secrets.stop()
             await gateway.publisher.stop()
             await gateway.redis.aclose()
 
@@ -265,6 +285,15 @@ def create_app(gateway: Gateway) -> Starlette:
             Route("/openapi.json", openapi),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(HardenedResponses),
+            # devices need no CORS; browsers only from the listed origins, never credentials
+            Middleware(CORSMiddleware, allow_origins=gateway.settings.ingest_cors_origins,
+                       allow_methods=["POST"], allow_headers=["authorization", "content-type", "content-encoding",
+                                                              "x-request-id"],
+                       expose_headers=["x-trace-id", "x-request-id", "retry-after", "ratelimit-limit",
+                                       "ratelimit-remaining", "ratelimit-reset"], max_age=600),
+        ],
     )
     # probes and scrapes are not worth a trace each (the instrumentation reads this variable)
     os.environ.setdefault("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", "healthz,readyz,metrics")

@@ -15,9 +15,9 @@ from datetime import timedelta, timezone
 from typing import Any
 
 import fastavro
-from circadia.avro import AvroSchema
 from pydantic import ValidationError
 
+from circadia.avro import AvroSchema
 from ingest_gateway.errors import Rejection
 from ingest_gateway.models import UploadRequest, ValidationRules
 

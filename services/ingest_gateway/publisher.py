@@ -8,6 +8,7 @@ import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+
 from circadia.kafka import create_producer
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,10 @@ class UploadPublisher:
     and serves as soon as the broker is reachable.
     """
 
-    def __init__(self, bootstrap_servers: str, *, produce_timeout: float, retry_interval: float = 2.0):
+    def __init__(self, bootstrap_servers: str, *, produce_timeout: float, retry_interval: float = 2.0,
+                 security: dict[str, object] | None = None):
         self._bootstrap = bootstrap_servers
+        self._security = dict(security or {})
         self._timeout = produce_timeout
         self._retry_interval = retry_interval
         self._producer: AIOKafkaProducer | None = None
@@ -39,11 +42,13 @@ class UploadPublisher:
     async def _connect(self) -> None:
         while True:
             producer = create_producer(self._bootstrap, client_id="ingest-gateway",
-                                       max_request_size=8 * 1024 * 1024)
+                                       max_request_size=8 * 1024 * 1024, **self._security)
             try:
                 await producer.start()
             except KafkaError as exc:
                 await producer.stop()
+                # authentication failures say so here (e.g. SaslAuthenticationFailed); the gateway
+                # stays up, answers 503 and /readyz false until the credentials work
                 log.warning("Kafka not reachable yet, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(self._retry_interval)
                 continue
@@ -57,6 +62,14 @@ class UploadPublisher:
             await asyncio.gather(self._connector, return_exceptions=True)
         if self._producer is not None:
             await self._producer.stop()
+            self._producer = None
+
+    async def reconnect(self, security: dict[str, object]) -> None:
+        """Rotated credentials: close the producer and connect again with the new ones."""
+        await self.stop()
+        self._security = dict(security)
+        self._probe_at = 0.0
+        await self.start()
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> tuple[int, int]:
         """Send and wait for the acknowledgement; returns (partition, offset)."""

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
-from circadia.config import AuthSettings, RedisSettings
+from collections.abc import Mapping
+
 from pydantic import Field
+
+from circadia.config import AuthSettings, RedisSettings
+from circadia.secrets import Secret
 
 
 class IngestSettings(AuthSettings, RedisSettings):
@@ -20,3 +24,13 @@ class IngestSettings(AuthSettings, RedisSettings):
     ingest_idempotency_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     ingest_rate_limit_per_user: str = Field(default="120/minute")
     ingest_rate_limit_per_ip: str = Field(default="600/minute")
+    ingest_cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (JSON list); devices need none. '*' is refused in production.",
+    )
+
+    def problems(self, secrets: Mapping[str, Secret | None]) -> list[str]:
+        found = super().problems(secrets)
+        if self.env == "production" and "*" in self.ingest_cors_origins:
+            found.append("CIRCADIA_INGEST_CORS_ORIGINS contains '*' (any website); production needs explicit origins")
+        return found

@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import faust
 import prometheus_client
-from circadia.avro import SchemaSet
-from circadia.logs import JsonFormatter
-from circadia.tracing import configure_tracing
 
-from prediction_worker.app import NoModel, build_app
+from circadia.avro import SchemaSet
+from circadia.config import ServiceConfig, load
+from circadia.errors import dsn_rotation
+from circadia.logs import JsonFormatter
+from circadia.secrets import Secret, SecretWatcher
+from circadia.tracing import configure_tracing
+from prediction_worker.app import ModelStage, NoModel, broker_credentials, build_app
 from prediction_worker.settings import WorkerSettings
 
 SERVICE = "prediction-worker"
 
 
 def main() -> None:
-    settings = WorkerSettings()
+    config = load(SERVICE, WorkerSettings)
+    settings: WorkerSettings = config.settings
     configure_tracing(SERVICE)
-    settings.start_error_reporting(SERVICE)
+    settings.start_error_reporting(SERVICE, config.secrets)
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+    model: ModelStage = NoModel()
     if settings.worker_pat_weights_path is not None:
         from prediction_worker.model import PatModel
 
         model = PatModel.from_settings(settings)
-    else:
-        model = NoModel()
-    app = build_app(settings, SchemaSet.load(), model)
+    credentials = broker_credentials(settings, config.secret("kafka_sasl_password"))
+    app = build_app(settings, SchemaSet.load(), model, credentials)
+    watch_secrets(app, config, credentials)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,
@@ -41,6 +46,26 @@ def main() -> None:
         quiet=True,
     )
     worker.execute_from_commandline()
+
+
+def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object) -> None:
+    """Rotated secrets without a restart: the Sentry DSN is applied as is; a new Kafka password
+    goes into faust's credentials (every client it creates from now on uses it), and faust's
+    producer and consumer are restarted so their connections authenticate with it."""
+    watcher = SecretWatcher(config.resolver, config.secrets, config.settings.secret_refresh_seconds)
+    watcher.on_change("sentry_dsn", dsn_rotation(SERVICE, config.settings.env))
+
+    async def rotate_kafka_password(secret: Secret | None) -> None:
+        if isinstance(credentials, faust.SASLCredentials):
+            credentials.password = secret.value if secret is not None else None
+            await app.producer.restart()
+            await app.consumer.restart()
+
+    watcher.on_change("kafka_sasl_password", rotate_kafka_password)
+
+    @app.task
+    async def start_watching() -> None:
+        await watcher.start()
 
 
 if __name__ == "__main__":

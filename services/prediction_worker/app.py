@@ -20,12 +20,12 @@ from typing import Any, Protocol, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
-from circadia.avro import AvroSchema, SchemaSet
-from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
-from circadia.tracing import context_from_headers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from circadia.avro import AvroSchema, SchemaSet
+from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
+from circadia.tracing import context_from_headers
 from prediction_worker import metrics
 from prediction_worker.results import ModelOutcome, build_prediction
 from prediction_worker.settings import WorkerSettings
@@ -269,7 +269,24 @@ class UploadProcessor:
                 self._track_pending(user, window)
 
 
-def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | None = None) -> faust.App:
+def broker_credentials(settings: WorkerSettings, password: str | None) -> faust.types.auth.CredentialsT | None:
+    """faust's form of the Kafka security settings (SASL/SCRAM and/or TLS)."""
+    protocol = settings.kafka_security_protocol
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        context = create_ssl_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=password,
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
+
+
+def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | None = None,
+              credentials: faust.types.auth.CredentialsT | None = None) -> faust.App:
     app = faust.App(
         settings.worker_app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
@@ -280,6 +297,7 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
         topic_replication_factor=settings.kafka_replication_factor,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_credentials=credentials,
     )
 
     def raw_topic(name: str) -> faust.TopicT:

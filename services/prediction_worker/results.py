@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from circadia import __version__
 
+from circadia import __version__
 from prediction_worker import daily, metrics
 from prediction_worker.science.circadian import (
     COSINOR_METHOD,

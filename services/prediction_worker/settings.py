@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from circadia.config import ServiceSettings
 from pydantic import Field
+
+from circadia.config import ServiceSettings
 
 
 class WorkerSettings(ServiceSettings):

@@ -13,9 +13,9 @@ from datetime import time as dtime
 
 import httpx
 import pytest
-from circadia.devstack.stack import LocalStack, Ports
 from websockets.asyncio.client import ClientConnection, connect
 
+from circadia.devstack.stack import LocalStack, Ports
 from tests.conftest import free_port
 
 AUTH_TIMEOUT = 1.5

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from circadia.avro import SchemaSet
 from circadia.devstack.processes import ManagedProcess
 from circadia.devstack.stack import LocalStack, _inherited_environment
 from circadia.topics import PREDICTIONS
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from tests.conftest import free_port
 from tests.e2e.conftest import metric
 

@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
 from circadia.avro import SchemaSet
 from circadia.devstack.stack import LocalStack, Ports
 from circadia.paths import PROJECT_ROOT
 from circadia.topics import HEALTH_SAMPLES
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
 from tests.conftest import free_port
 from tests.e2e.conftest import next_prediction, open_socket, post
 from tests.unit.test_pat import FIXTURE

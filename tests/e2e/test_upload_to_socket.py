@@ -15,12 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from circadia.avro import SchemaSet, header
-from circadia.devstack.stack import SERVICES, LocalStack
-from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from circadia.avro import SchemaSet, header
+from circadia.devstack.stack import SERVICES, LocalStack
+from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
 from tests.e2e.conftest import (
     AUTH_TIMEOUT,
     YESTERDAY,

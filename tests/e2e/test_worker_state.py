@@ -16,12 +16,12 @@ from pathlib import Path
 import fastavro
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
 from circadia import deadletters
 from circadia.avro import SchemaSet, header
 from circadia.devstack.stack import LocalStack
 from circadia.paths import schemas_dir
 from circadia.topics import HEALTH_SAMPLES
-
 from tests.e2e.conftest import (
     YESTERDAY,
     metric,
@@ -182,7 +182,6 @@ async def test_with_weights_configured_results_carry_the_pat_embedding(stack: Lo
     import lzma
 
     from prediction_worker.pat import file_sha256
-
     from tests.unit.test_pat import FIXTURE
 
     weights = tmp_path / "pat_s.h5"

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import schemathesis
-from circadia.devkeys import DevIssuer
 from hypothesis import HealthCheck, given, settings
-from ingest_gateway import openapi
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from circadia.devkeys import DevIssuer
+from ingest_gateway import openapi
 from tests.integration.conftest import Launcher
 
 

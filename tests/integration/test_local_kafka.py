@@ -6,10 +6,10 @@ import asyncio
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
 from circadia.devstack.kafka import LocalKafka, broker_answers
 from circadia.kafka import ensure_topics, topic_partitions
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS, TOPICS
-
 from tests.conftest import free_port
 
 

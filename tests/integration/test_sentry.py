@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+
 from circadia.devkeys import DevIssuer
 from circadia.errors import FILTERED, scrub_event
-
 from tests.conftest import free_port
 
 MARKER = 187.654321  # a heart rate that must not leave the process
@@ -74,7 +74,8 @@ def test_an_error_in_the_ingest_gateway_arrives_scrubbed(receiver: SentryReceive
     env = {**os.environ, "CIRCADIA_ENV": "development", "CIRCADIA_FIREBASE_PROJECT_ID": dev_issuer.project_id,
            "CIRCADIA_FIREBASE_CERTS_URL": dev_issuer.certs_url, "CIRCADIA_AUTH_DEV_ISSUER": "true",
            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing there: every upload fails
-           "CIRCADIA_REDIS_URL": redis_url, "CIRCADIA_INGEST_PORT": str(port), "CIRCADIA_SENTRY_DSN": receiver.dsn}
+           "CIRCADIA_REDIS_URL": redis_url, "CIRCADIA_INGEST_PORT": str(port), "CIRCADIA_SENTRY_DSN": receiver.dsn,
+           "CIRCADIA_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "CIRCADIA_SECRETS_DIR": str(tmp_path)}
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     log = (tmp_path / "ingest.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "ingest_gateway"], env=env, stdout=log, stderr=log)

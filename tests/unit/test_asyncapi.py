@@ -8,6 +8,7 @@ import json
 
 import pytest
 import yaml
+
 from circadia.avro import AvroSchema
 from circadia.paths import PROJECT_ROOT
 from circadia.topics import TOPICS

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from circadia.auth import (
     CertificateFetchError,
     CertificateSource,
@@ -17,8 +20,6 @@ from circadia.auth import (
     InvalidTokenError,
 )
 from circadia.devkeys import CERTS_FILE, DevIssuer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 PROJECT = "circadia-test"
 

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import fastavro
 import pytest
-from circadia.avro import SchemaSet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from circadia.avro import SchemaSet
 from ingest_gateway.body import (
     AVRO,
     JSON,

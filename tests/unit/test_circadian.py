@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from prediction_worker.science.circadian import (
     cosinor,
     interdaily_stability,

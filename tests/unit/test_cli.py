@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from circadia import cli
 from circadia.auth import CertificateSource, FirebaseTokenVerifier
 from circadia.devstack.stack import LOCAL_PROJECT_ID, LocalStack
@@ -41,3 +42,28 @@ def test_status_of_a_stack_that_never_ran(tmp_path: Path, monkeypatch: pytest.Mo
 def test_demo_refuses_without_a_running_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CIRCADIA_LOCAL_DIR", str(tmp_path))
     assert cli.main(["demo"]) == 1
+
+
+def test_config_check_prints_redacted_settings_and_fails_on_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CIRCADIA_FIREBASE_PROJECT_ID", "p")
+    monkeypatch.setenv("CIRCADIA_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("CIRCADIA_KAFKA_SASL_USERNAME", "ingest")
+    (tmp_path / "kafka_sasl_password").write_text("sasl-password-that-must-not-print")
+    (tmp_path / "redis_password").write_text("changeme")
+    assert cli.main(["config", "check", "--service", "ingest-gateway"]) == 1
+    out = capsys.readouterr().out
+    assert "sasl-password-that-must-not-print" not in out and "changeme" not in out
+    assert "kafka_sasl_password = <secret " in out
+    assert "PROBLEM  the redis_password secret" in out and "refuses to start (production)" in out
+    (tmp_path / "redis_password").write_text("a-strong-redis-password-42")
+    assert cli.main(["config", "check", "--service", "ingest-gateway"]) == 0
+    assert "ok (production)" in capsys.readouterr().out
+
+
+def test_config_check_reports_invalid_values(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CIRCADIA_WORKER_METRICS_PORT", "99999")
+    assert cli.main(["config", "check", "--service", "prediction-worker"]) == 1
+    assert "invalid  worker_metrics_port" in capsys.readouterr().out

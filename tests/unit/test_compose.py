@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from circadia.devstack.stack import SERVICES, LocalStack, Ports
 from circadia.paths import PROJECT_ROOT
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from prediction_worker.daily import daily_activity
 from prediction_worker.window import UserWindow
 

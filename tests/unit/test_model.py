@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from circadia.avro import SchemaSet
 from prediction_worker import metrics
 from prediction_worker.model import PatModel
 from prediction_worker.pat import load_encoder, normalise
 from prediction_worker.results import build_prediction
 from prediction_worker.window import UserWindow
-
 from tests.unit.test_pat import FIXTURE, write_head
 
 START = datetime(2026, 11, 16, tzinfo=UTC)

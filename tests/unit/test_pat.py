@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from prediction_worker.pat import (
     NORMALISATIONS,
     HeadRefused,

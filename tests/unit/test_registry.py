@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fanout_gateway.registry import ConnectionRegistry
 from hypothesis import given
 from hypothesis import strategies as st
+
+from fanout_gateway.registry import ConnectionRegistry
 
 
 class Socket:

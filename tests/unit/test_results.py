@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+
 from circadia.avro import SchemaSet
 from prediction_worker import metrics, results
 from prediction_worker.results import ModelOutcome, build_prediction

@@ -14,6 +14,7 @@ from pathlib import Path
 import avro.schema
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
 from circadia.paths import PROJECT_ROOT, schemas_dir
 
 SCHEMA_FILES = sorted(schemas_dir().rglob("*.avsc"))

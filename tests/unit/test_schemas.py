@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+
 from circadia.avro import (
     HEADER_FINGERPRINT,
     AvroValidationError,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+
 from prediction_worker.science.series import MinuteSeries
 from prediction_worker.science.sleep import (
     StageInterval,

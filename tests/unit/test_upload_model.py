@@ -7,8 +7,9 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from ingest_gateway.models import UploadRequest, ValidationRules
 from pydantic import ValidationError
+
+from ingest_gateway.models import UploadRequest, ValidationRules
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RULES = ValidationRules(now=NOW, clock_skew=timedelta(seconds=30), history=timedelta(days=30), max_samples=5)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+
 from prediction_worker.window import (
     APPLIED_RETENTION_MS,
     WINDOW_MINUTES,

@@ -126,6 +126,8 @@ class LocalStack:
         return {
             "CIRCADIA_ENV": "development",
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "CIRCADIA_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+            "CIRCADIA_SECRETS_DIR": str(self.root / "secrets"),
             "CIRCADIA_FIREBASE_PROJECT_ID": LOCAL_PROJECT_ID,
             "CIRCADIA_FIREBASE_CERTS_URL": self.issuer.certs_url,
             "CIRCADIA_AUTH_DEV_ISSUER": "true",
