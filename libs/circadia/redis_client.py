@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.credentials import CredentialProvider
 from redis.exceptions import RedisError
 
 from circadia.config import RedisSettings
@@ -15,11 +16,24 @@ from circadia.secrets import Secret
 log = logging.getLogger(__name__)
 
 
+class RotatingPassword(CredentialProvider):
+    """The pool's credentials, read at every (re)connect, so a rotation needs no new pool."""
+
+    def __init__(self, password: str | None) -> None:
+        self.password = password
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        return (self.password,) if self.password else ()  # type: ignore[return-value]
+
+    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
+        return self.get_credentials()
+
+
 def connection_pool(settings: RedisSettings, password: str | None = None) -> aioredis.ConnectionPool:
     """Short timeouts: a slow or absent Redis must degrade a request, not stall it."""
     return aioredis.ConnectionPool.from_url(
         settings.redis_url,
-        password=password,
+        credential_provider=RotatingPassword(password),
         max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_socket_timeout_seconds,
         socket_connect_timeout=settings.redis_socket_timeout_seconds,
@@ -31,8 +45,10 @@ def connection_pool(settings: RedisSettings, password: str | None = None) -> aio
 def password_rotation(pool: aioredis.ConnectionPool) -> Callable[[Secret | None], Awaitable[None]]:
     """Apply a rotated Redis password: new connections use it, open ones are closed."""
 
+    provider = pool.connection_kwargs["credential_provider"]
+
     async def rotate(secret: Secret | None) -> None:
-        pool.connection_kwargs["password"] = secret.value if secret is not None else None
+        provider.password = secret.value if secret is not None else None
         await pool.disconnect(inuse_connections=True)
 
     return rotate

@@ -146,7 +146,11 @@ class SecretWatcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # the watcher must outlive any one bad refresh
+                FAILURES.labels("watcher").inc()
+                log.error("secret refresh crashed; trying again next interval", exc_info=True)
 
     async def refresh(self) -> list[str]:
         """Re-resolve now; returns the names whose new values were applied."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 HEALTH_SAMPLES = "health.samples.v1"
 PREDICTIONS = "predictions.v1"
 HEALTH_SAMPLES_DLQ = "health.samples.dlq.v1"
+CONFIG_AUDIT = "config.audit.v1"
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -37,5 +38,11 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=1,
         doc="health.samples.v1 records the worker could not process, original bytes plus error headers.",
         config={"retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        CONFIG_AUDIT,
+        partitions=1,
+        doc="Each service start's configuration and its changes (io.circadia.audit.ConfigChange), key = service.",
+        config={"retention.ms": str(400 * DAY_MS)},
     ),
 )

@@ -10,6 +10,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from websockets.asyncio.server import serve
 
+from circadia.audit import ConfigAudit
 from circadia.auth import CertificateSource, FirebaseTokenVerifier
 from circadia.avro import SchemaSet
 from circadia.config import ServiceConfig, load
@@ -56,8 +57,10 @@ async def run(config: ServiceConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    audit = ConfigAudit(config)
     await feed.start()
     await watcher.start()
+    await audit.start()
     try:
         async with serve(fanout.handler, settings.fanout_host, settings.fanout_port,
                          process_request=fanout.process_request, process_response=fanout.process_response,
@@ -68,6 +71,7 @@ async def run(config: ServiceConfig) -> None:
             await stop.wait()
             await fanout.drain()  # reconnect hints, flushed queues, then 1001 for everyone
     finally:
+        await audit.stop()
         await watcher.stop()
         await feed.stop()
         await redis.aclose()

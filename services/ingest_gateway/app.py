@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from circadia.audit import ConfigAudit
 from circadia.auth import CertificateSource, FirebaseTokenVerifier, InvalidTokenError
 from circadia.avro import AvroSchema, AvroValidationError, SchemaSet
 from circadia.config import ServiceConfig
@@ -71,6 +72,7 @@ class Gateway:
     user_limit: RateLimit
     ip_limit: RateLimit
     secrets: SecretWatcher
+    audit: ConfigAudit
 
     @classmethod
     def from_config(cls, config: ServiceConfig, schemas: SchemaSet | None = None) -> Gateway:
@@ -104,6 +106,7 @@ class Gateway:
             user_limit=RateLimit("ingest-user", settings.ingest_rate_limit_per_user, limiter),
             ip_limit=RateLimit("ingest-ip", settings.ingest_rate_limit_per_ip, limiter),
             secrets=watcher,
+            audit=ConfigAudit(config),
         )
 
 
@@ -249,9 +252,11 @@ def create_app(gateway: Gateway) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.publisher.start()
         await gateway.secrets.start()
+        await gateway.audit.start()
         try:
             yield
         finally:
+            await gateway.audit.stop()
             await gateway.secrets.stop()
             await gateway.publisher.stop()
             await gateway.redis.aclose()

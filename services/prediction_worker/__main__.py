@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 import prometheus_client
 
+from circadia.audit import ConfigAudit
 from circadia.avro import SchemaSet
 from circadia.config import ServiceConfig, load
 from circadia.errors import dsn_rotation
@@ -63,9 +64,12 @@ def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object) ->
 
     watcher.on_change("kafka_sasl_password", rotate_kafka_password)
 
+    audit = ConfigAudit(config)
+
     @app.task
     async def start_watching() -> None:
         await watcher.start()
+        await audit.start()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from circadia.avro import SchemaSet, header
 from circadia.devstack.stack import SERVICES, LocalStack
-from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
+from circadia.topics import CONFIG_AUDIT, HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
 from tests.e2e.conftest import (
     AUTH_TIMEOUT,
     YESTERDAY,
@@ -137,9 +137,35 @@ def test_services_expose_health_and_metrics(stack: LocalStack) -> None:
     for url in (f"http://127.0.0.1:{p.ingest}/healthz", f"http://127.0.0.1:{p.fanout}/healthz"):
         assert httpx.get(url).json() == {"status": "ok"}
     assert "circadia_ingest_requests_total" in httpx.get(f"http://127.0.0.1:{p.ingest}/metrics").text
-    assert "circadia_fanout_connections" in httpx.get(f"http://127.0.0.1:{p.fanout}/metrics").text
+    fanout_metrics = httpx.get(f"http://127.0.0.1:{p.fanout}/metrics", headers={"X-Request-Id": "ops-check-123"})
+    assert "circadia_fanout_connections" in fanout_metrics.text
+    assert fanout_metrics.headers["x-request-id"] == "ops-check-123"
+    assert fanout_metrics.headers["x-content-type-options"] == "nosniff"
     worker = httpx.get(f"http://127.0.0.1:{p.worker_metrics}/metrics").text
     assert "circadia_worker_predictions_total" in worker
+
+
+async def test_every_service_audited_its_configuration_at_start(stack: LocalStack) -> None:
+    schemas = SchemaSet.load()
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[str, dict] = {}
+    try:
+        tp = TopicPartition(CONFIG_AUDIT, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + 30
+        while len(found) < 3 and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(tp, timeout_ms=500)).values():
+                for message in messages:
+                    event = schemas.decode(message.value, list(message.headers),
+                                           schemas["io.circadia.audit.ConfigChange"])
+                    if event["settings"].get("secrets_dir") == str(stack.root / "secrets"):  # this stack's
+                        found[event["service"]] = event
+    finally:
+        await consumer.stop()
+    assert set(found) == {"ingest-gateway", "prediction-worker", "fanout-gateway"}
+    assert all(event["env"] == "development" for event in found.values())
 
 
 def test_down_stops_every_process_it_started(stack: LocalStack) -> None:

@@ -310,3 +310,32 @@ def test_the_served_openapi_document_is_the_committed_one(client: httpx.Client) 
 
     committed = json.loads(Path("services/ingest_gateway/openapi.json").read_text())
     assert client.get("/openapi.json").json() == committed
+
+
+def test_every_response_carries_security_headers_and_a_request_id(client: httpx.Client,
+                                                                  dev_issuer: DevIssuer) -> None:
+    responses = [client.post("/v1/uploads", json=upload_body(1), headers=auth(dev_issuer)),
+                 client.post("/v1/uploads", json=upload_body(1)), client.get("/healthz"), client.get("/nowhere")]
+    assert [r.status_code for r in responses] == [202, 401, 200, 404]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert len(response.headers["x-request-id"]) >= 8
+    ours = client.get("/healthz", headers={"X-Request-Id": "trace-me-12345"})
+    assert ours.headers["x-request-id"] == "trace-me-12345"
+    hostile = client.get("/healthz", headers={"X-Request-Id": "<script>alert(1)</script>"})
+    assert hostile.headers["x-request-id"] != "<script>alert(1)</script>"
+
+
+def test_cors_answers_only_the_configured_origins(launch: Launcher) -> None:
+    with launch(ingest_cors_origins=["https://app.example.org"]) as client:
+        def preflight(origin: str) -> httpx.Response:
+            return client.options("/v1/uploads", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                                          "Access-Control-Request-Headers": "authorization"})
+
+        allowed = preflight("https://app.example.org")
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example.org"
+        refused = preflight("https://evil.example.com")
+        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers

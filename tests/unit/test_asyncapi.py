@@ -62,7 +62,8 @@ def test_kafka_channels_are_the_topics_with_their_avro_schemas(doc: dict) -> Non
     addresses = {channel["address"] for name, channel in doc["channels"].items() if name != "stream"}
     assert addresses == {spec.name for spec in TOPICS}
     expected = {"healthUpload": "io.circadia.health.HealthUpload",
-                "predictionRecord": "io.circadia.prediction.Prediction"}
+                "predictionRecord": "io.circadia.prediction.Prediction",
+                "configChange": "io.circadia.audit.ConfigChange"}
     for message, full_name in expected.items():
         payload = doc["components"]["messages"][message]["payload"]
         assert payload["schemaFormat"].startswith("application/vnd.apache.avro")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -77,10 +77,17 @@ class LocalKafka:
     home: Path
     port: int = 9092
     controller_port: int = 9093
+    sasl_port: int | None = None  # a SASL_PLAINTEXT (SCRAM-SHA-512) listener beside PLAINTEXT
+    scram_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # created at format time
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        assert self.sasl_port is not None, "this broker has no SASL listener"
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -95,7 +102,9 @@ class LocalKafka:
         config = self.home / "server.properties"
         config.write_text(
             template.substitute(
-                port=self.port, controller_port=self.controller_port, log_dir=self.data_dir
+                port=self.port, controller_port=self.controller_port, log_dir=self.data_dir,
+                sasl_listener=f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}" if self.sasl_port else "",
+                sasl_advertised=f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}" if self.sasl_port else "",
             )
         )
         return config
@@ -117,8 +126,10 @@ class LocalKafka:
         if (self.data_dir / "meta.properties").exists():
             return  # formatted before: a second start reuses the data
         cluster_id = _kafka_cluster_id()
+        scram = [arg for name, password in self.scram_users
+                 for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram),
             capture_output=True,
             text=True,
         )
@@ -152,12 +163,28 @@ class LocalKafka:
         # SIGTERM makes the broker shut down cleanly (flushes, closes the log).
         return self.process.stop(timeout=60.0)
 
+    def set_scram_password(self, user: str, password: str) -> None:
+        """Create or replace a SCRAM-SHA-512 credential on the running broker (rotation).
+        The password passes through the tool's command line: for this loopback broker only."""
+        result = subprocess.run(
+            self._java("org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", self.bootstrap_servers,
+                       "--alter", "--entity-type", "users", "--entity-name", user,
+                       "--add-config", f"SCRAM-SHA-512=[iterations=4096,password={password}]"),
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise KafkaLaunchError(f"setting the SCRAM credential of {user} failed:\n{result.stderr[-2000:]}")
+
 
 def _kafka_cluster_id() -> str:
-    """A random cluster id in Kafka's own form: base64url of 16 bytes, no padding."""
+    """A random cluster id in Kafka's own form: base64url of 16 bytes, no padding, and (as Kafka's
+    own Uuid.randomUuid ensures) not starting with '-', which the storage tool reads as an option."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 async def broker_answers(bootstrap_servers: str, timeout: float = 5.0) -> bool:

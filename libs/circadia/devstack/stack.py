@@ -75,6 +75,7 @@ class LocalStack:
     ports: Ports = Ports()
     external_kafka: str | None = None  # bootstrap servers of a broker this stack does not manage
     external_redis: str | None = None  # URL of a Redis this stack does not manage
+    admin_kafka: str | None = None  # where topics are created, when the services' listener needs credentials
     overrides: tuple[tuple[str, str], ...] = ()  # extra service settings, e.g. shorter timeouts
     observability: bool = True  # Jaeger and Prometheus beside the services
     scrape_interval: str = "5s"
@@ -154,7 +155,7 @@ class LocalStack:
         if self.external_kafka is None:
             report(f"kafka            starting on {self.kafka.bootstrap_servers} ...")
             self.kafka.start()
-        created = asyncio.run(ensure_topics(self.bootstrap_servers))
+        created = asyncio.run(ensure_topics(self.admin_kafka or self.bootstrap_servers))
         report(f"topics           ready{' (created ' + ', '.join(created) + ')' if created else ''}")
         if self.observability:
             self.jaeger.start()

