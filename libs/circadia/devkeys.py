@@ -9,6 +9,7 @@ exactly the claims of a Firebase ID token.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 PRIVATE_KEY_FILE = "signing-key.pem"
@@ -90,6 +92,11 @@ class DevIssuer:
         return self.sign(claims)
 
     def sign(self, claims: dict, *, kid: str | None = None, algorithm: str = "RS256") -> str:
-        key = (self.directory / PRIVATE_KEY_FILE).read_bytes()
-        headers = {"kid": kid if kid is not None else (self.directory / KID_FILE).read_text()}
-        return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+        key, current_kid = _signing_key(self.directory / PRIVATE_KEY_FILE, self.directory / KID_FILE)
+        return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid if kid is not None else current_kid})
+
+
+@functools.lru_cache(maxsize=16)
+def _signing_key(key_file: Path, kid_file: Path) -> tuple[PrivateKeyTypes, str]:
+    """Parse the PEM once per key file (parsing costs tens of milliseconds, signing one)."""
+    return serialization.load_pem_private_key(key_file.read_bytes(), password=None), kid_file.read_text()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ class FeedMessage:
 
 class PredictionFeed:
     def __init__(self, bootstrap_servers: str, schemas: SchemaSet, schema: AvroSchema,
-                 deliver: Callable[[FeedMessage], Awaitable[None]], ready: asyncio.Event, *,
+                 deliver: Callable[[Sequence[FeedMessage]], Awaitable[None]], ready: asyncio.Event, *,
                  retry_interval: float = 2.0, security: dict[str, object] | None = None) -> None:
         self._bootstrap = bootstrap_servers
         self._security = dict(security or {})
@@ -99,11 +99,12 @@ class PredictionFeed:
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-            for records in batches.values():
-                for message in records:
-                    await self._handle(message)
+            decoded = [item for records in batches.values() for message in records
+                       if (item := self._decode(message)) is not None]
+            if decoded:
+                await self._deliver(decoded)  # a batch at a time: one history round trip for all
 
-    async def _handle(self, message: Any) -> None:
+    def _decode(self, message: Any) -> FeedMessage | None:
         headers = list(message.headers or ())
         try:
             record = self._schemas.decode(message.value, headers, self._schema)
@@ -111,9 +112,7 @@ class PredictionFeed:
             metrics.RECORDS.labels("undecodable").inc()
             log.error("undecodable prediction skipped", exc_info=True, extra={
                 "partition": message.partition, "offset": message.offset})
-            return
+            return None
         metrics.RECORDS.labels("decoded").inc()
-        await self._deliver(FeedMessage(
-            user_id=record["user_id"], partition=message.partition, offset=message.offset,
-            timestamp_ms=message.timestamp, record=record, headers=headers,
-        ))
+        return FeedMessage(user_id=record["user_id"], partition=message.partition, offset=message.offset,
+                           timestamp_ms=message.timestamp, record=record, headers=headers)

@@ -76,6 +76,21 @@ class UserHistory:
             raise HistoryUnavailable(repr(exc)) from exc
         return epoch.decode() if isinstance(epoch, bytes) else str(epoch)
 
+    async def append_many(self, entries: Sequence[tuple[str, int, int, str]]) -> list[str]:
+        """``append`` for a batch of (user, partition, offset, message) in one round trip."""
+        if not entries:
+            return []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id, partition, offset, message in entries:
+                    await self._append(keys=list(self._keys(user_id)), args=[
+                        self._size, f"{offset + 1}-0", message, secrets.token_hex(8), partition, self._ttl],
+                        client=pipe)
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
+        return [epoch.decode() if isinstance(epoch, bytes) else str(epoch) for epoch, _ in results]
+
     async def epoch(self, user_id: str) -> str | None:
         try:
             value = await self._redis.get(self._keys(user_id)[1])

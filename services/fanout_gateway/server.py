@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -162,9 +162,22 @@ class FanoutServer:
 
     # --- from Kafka to sockets ---------------------------------------------------------------
 
-    async def deliver(self, message: FeedMessage) -> None:
-        """Record the prediction in the user's history (every replica does; the first write wins),
-        then push it to this replica's connections of that user."""
+    async def deliver(self, messages: Sequence[FeedMessage]) -> None:
+        """Record a batch of predictions in the users' histories (every replica does; the first
+        write of an entry wins) in one round trip, then push each to this replica's connections
+        of its user. Each record is serialised to JSON once, for the history and every socket."""
+        texts = [json.dumps(jsonable(message.record)) for message in messages]
+        try:
+            epochs: list[str | None] = list(await self._history.append_many([
+                (m.user_id, m.partition, m.offset, text) for m, text in zip(messages, texts)]))
+        except HistoryUnavailable:
+            metrics.HISTORY_ERRORS.inc()
+            log.warning("history unavailable: delivering live only", exc_info=True)
+            epochs = [None] * len(messages)
+        for message, text, epoch in zip(messages, texts, epochs):
+            self._push(message, text, epoch)
+
+    def _push(self, message: FeedMessage, record_json: str, epoch: str | None) -> None:
         with tracer.start_as_current_span(
             f"{PREDICTIONS} deliver",
             context=context_from_headers(message.headers),
@@ -174,21 +187,13 @@ class FanoutServer:
                         "messaging.destination.partition.id": str(message.partition),
                         "messaging.kafka.offset": message.offset},
         ) as span:
-            record = jsonable(message.record)
-            epoch = None
-            try:
-                epoch = await self._history.append(message.user_id, message.partition, message.offset,
-                                                   json.dumps(record))
-            except HistoryUnavailable:
-                metrics.HISTORY_ERRORS.inc()
-                log.warning("history unavailable: delivering live only", exc_info=True)
             connections = self.registry.lookup(message.user_id)
             span.set_attribute("circadia.fanout.connections", len(connections))
             if not connections:
                 return
-            item = Push(message.partition, message.offset, json.dumps({
-                "type": "prediction", "cursor": {"partition": message.partition, "offset": message.offset},
-                "epoch": epoch, "prediction": record}), context=trace.set_span_in_context(span))
+            item = Push(message.partition, message.offset,
+                        _prediction_message(message.partition, message.offset, epoch, record_json),
+                        context=trace.set_span_in_context(span))
             for connection in tuple(connections):
                 connection.push(item)
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - message.timestamp_ms / 1000))
@@ -394,10 +399,15 @@ class _ExpiryTimers:
         self._handles = []
 
 
+def _prediction_message(partition: int, offset: int, epoch: str | None, record_json: str) -> str:
+    """The prediction message around an already serialised record (no second serialisation)."""
+    return (f'{{"type": "prediction", "cursor": {{"partition": {partition}, "offset": {offset}}}, '
+            f'"epoch": {json.dumps(epoch)}, "prediction": {record_json}}}')
+
+
 def _push(entry: Entry, epoch: str | None) -> Push:
-    return Push(entry.partition, entry.offset, json.dumps({
-        "type": "prediction", "cursor": {"partition": entry.partition, "offset": entry.offset},
-        "epoch": epoch, "prediction": json.loads(entry.message)}))
+    return Push(entry.partition, entry.offset, _prediction_message(entry.partition, entry.offset, epoch,
+                                                                   entry.message))
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str, retry_after: str | None = None) -> Response:

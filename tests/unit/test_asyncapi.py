@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import re
 
 import pytest
 import yaml
@@ -44,9 +45,11 @@ def test_close_codes_are_exactly_the_protocols(doc: dict) -> None:
 
 
 def _sent_types(module: object) -> set[str]:
-    """Every literal "type" of a dict the module builds: the messages the code can send."""
-    types = set()
-    for node in ast.walk(ast.parse(inspect.getsource(module))):
+    """Every literal "type" the module puts in a message: dict literals, and message text it
+    formats itself (the prediction message wraps an already serialised record)."""
+    source = inspect.getsource(module)
+    types = set(re.findall(r'\{\{"type": "(\w+)"', source))  # f-string message templates
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values):
                 if isinstance(key, ast.Constant) and key.value == "type" and isinstance(value, ast.Constant):
