@@ -6,6 +6,12 @@ stream. Entry ids are the Kafka offset + 1 (all of a user's results share one pa
 keyed by user id), so every replica writes the same id for the same record and the
 second write is refused by Redis: replicas never duplicate history.
 
+A result whose source uploads were all carried by an earlier result of the user (a worker
+that crashed between publishing and saving its state publishes it again) is a repeat:
+it is neither recorded nor pushed, so clients never receive the same result twice. Each
+upload id maps to the offset of the first result that carried it (``...:sources``), which
+tells a replica seeing the same record again from a later one.
+
 A cursor can be resumed exactly when its epoch is the stream's current one and the
 stream still reaches back to the cursor's own entry (its oldest entry is not newer):
 trimming removes the oldest entries first, so then nothing after the cursor is missing.
@@ -31,15 +37,47 @@ if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[2], epoch)
 end
-local ok = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'partition', ARGV[5], 'message', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-return {epoch, ok and 1 or 0}
+local offset = tonumber(ARGV[7])
+local count = tonumber(ARGV[8])
+local repeat_of_earlier = count > 0
+for i = 1, count do
+  local first = redis.call('HGET', KEYS[3], ARGV[8 + i])
+  if not first then
+    redis.call('HSET', KEYS[3], ARGV[8 + i], offset)
+    repeat_of_earlier = false
+  elseif tonumber(first) >= offset then
+    repeat_of_earlier = false
+  end
+end
+if not repeat_of_earlier then
+  pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'partition', ARGV[5], 'message', ARGV[3])
+end
+for i = 1, 3 do
+  redis.call('EXPIRE', KEYS[i], ARGV[6])
+end
+return {epoch, repeat_of_earlier and 1 or 0}
 """
 
 
 class HistoryUnavailable(Exception):
     """Redis could not be asked; resume degrades to reset."""
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A prediction to record: whose, where in Kafka, its JSON, and the uploads it reflects."""
+
+    user_id: str
+    partition: int
+    offset: int
+    message: str
+    sources: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    epoch: str
+    repeat: bool  # every source upload was carried by an earlier result: do not deliver
 
 
 @dataclass(frozen=True)
@@ -63,33 +101,32 @@ class UserHistory:
         self._append = client.register_script(_APPEND)
 
     @staticmethod
-    def _keys(user_id: str) -> tuple[str, str]:
+    def _keys(user_id: str) -> tuple[str, str, str]:
         base = f"circadia:history:{user_id}"
-        return base, base + ":epoch"
+        return base, base + ":epoch", base + ":sources"
 
-    async def append(self, user_id: str, partition: int, offset: int, message: str) -> str:
-        """Store the entry (idempotently) and return the user's epoch."""
-        try:
-            epoch, _ = await self._append(keys=list(self._keys(user_id)), args=[
-                self._size, f"{offset + 1}-0", message, secrets.token_hex(8), partition, self._ttl])
-        except (RedisError, OSError) as exc:
-            raise HistoryUnavailable(repr(exc)) from exc
-        return epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+    def _args(self, entry: Appended) -> list[object]:
+        return [self._size, f"{entry.offset + 1}-0", entry.message, secrets.token_hex(8), entry.partition,
+                self._ttl, entry.offset, len(entry.sources), *entry.sources]
 
-    async def append_many(self, entries: Sequence[tuple[str, int, int, str]]) -> list[str]:
-        """``append`` for a batch of (user, partition, offset, message) in one round trip."""
+    async def append(self, entry: Appended) -> Recorded:
+        """Store the entry (idempotently across replicas); its epoch, and whether it is a repeat."""
+        (recorded,) = await self.append_many([entry])
+        return recorded
+
+    async def append_many(self, entries: Sequence[Appended]) -> list[Recorded]:
+        """``append`` for a batch, in one round trip."""
         if not entries:
             return []
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for user_id, partition, offset, message in entries:
-                    await self._append(keys=list(self._keys(user_id)), args=[
-                        self._size, f"{offset + 1}-0", message, secrets.token_hex(8), partition, self._ttl],
-                        client=pipe)
+                for entry in entries:
+                    await self._append(keys=list(self._keys(entry.user_id)), args=self._args(entry), client=pipe)
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
-        return [epoch.decode() if isinstance(epoch, bytes) else str(epoch) for epoch, _ in results]
+        return [Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(repeat))
+                for epoch, repeat in results]
 
     async def epoch(self, user_id: str) -> str | None:
         try:
@@ -107,7 +144,7 @@ class UserHistory:
 
     async def after(self, user_id: str, epoch: str, offset: int) -> Replay:
         """Entries after Kafka ``offset`` in order, if the history provably holds all of them."""
-        key, _ = self._keys(user_id)
+        key = self._keys(user_id)[0]
         try:
             current = await self.epoch(user_id)
             if current is None or current != epoch:

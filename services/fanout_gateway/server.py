@@ -35,7 +35,7 @@ from circadia.topics import PREDICTIONS
 from circadia.tracing import context_from_headers
 from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
-from fanout_gateway.history import Entry, HistoryUnavailable, UserHistory
+from fanout_gateway.history import Appended, Entry, HistoryUnavailable, Recorded, UserHistory
 from fanout_gateway.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -168,14 +168,20 @@ class FanoutServer:
         of its user. Each record is serialised to JSON once, for the history and every socket."""
         texts = [json.dumps(jsonable(message.record)) for message in messages]
         try:
-            epochs: list[str | None] = list(await self._history.append_many([
-                (m.user_id, m.partition, m.offset, text) for m, text in zip(messages, texts)]))
+            recorded: list[Recorded | None] = list(await self._history.append_many([
+                Appended(m.user_id, m.partition, m.offset, text, [str(u) for u in m.record["source_upload_ids"]])
+                for m, text in zip(messages, texts)]))
         except HistoryUnavailable:
             metrics.HISTORY_ERRORS.inc()
-            log.warning("history unavailable: delivering live only", exc_info=True)
-            epochs = [None] * len(messages)
-        for message, text, epoch in zip(messages, texts, epochs):
-            self._push(message, text, epoch)
+            log.warning("history unavailable: delivering live only, without repeat detection", exc_info=True)
+            recorded = [None] * len(messages)
+        for message, text, entry in zip(messages, texts, recorded):
+            if entry is not None and entry.repeat:
+                metrics.RECORDS.labels("repeat").inc()
+                log.info("repeated result not delivered", extra={"partition": message.partition,
+                                                                 "offset": message.offset})
+                continue
+            self._push(message, text, entry.epoch if entry is not None else None)
 
     def _push(self, message: FeedMessage, record_json: str, epoch: str | None) -> None:
         with tracer.start_as_current_span(

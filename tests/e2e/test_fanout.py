@@ -35,9 +35,10 @@ def user(name: str) -> str:
     return f"{name}-{RUN}-{uuid.uuid4().hex[:4]}"
 
 
-def prediction(user_id: str, padding: int = 0) -> dict:
+def prediction(user_id: str, padding: int = 0, sources: list[str] | None = None) -> dict:
     now = datetime.now(UTC)
-    return {"prediction_id": str(uuid.uuid4()), "user_id": user_id, "source_upload_ids": [str(uuid.uuid4())],
+    return {"prediction_id": str(uuid.uuid4()), "user_id": user_id,
+            "source_upload_ids": sources or [str(uuid.uuid4())],
             "computed_at": now, "window_start": now, "window_end": now,
             "code_version": secrets.token_hex(padding // 2),  # random: WebSocket compression cannot shrink it
             "daily_activity": [], "methods": {}, "window_minutes_covered": 0, "window_coverage": 0.0,
@@ -45,7 +46,8 @@ def prediction(user_id: str, padding: int = 0) -> dict:
             "pat_unavailable": None, "clinical_scores": []}
 
 
-async def publish(bootstrap: str, user_id: str, count: int = 1, padding: int = 0) -> list[str]:
+async def publish(bootstrap: str, user_id: str, count: int = 1, padding: int = 0,
+                  sources: list[str] | None = None) -> list[str]:
     """Publish ``count`` predictions for the user; returns their prediction ids in order."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
@@ -53,7 +55,7 @@ async def publish(bootstrap: str, user_id: str, count: int = 1, padding: int = 0
     try:
         sends = []
         for _ in range(count):
-            record = prediction(user_id, padding)
+            record = prediction(user_id, padding, sources)
             ids.append(record["prediction_id"])
             sends.append(await producer.send(PREDICTIONS, SCHEMA.encode(record), key=user_id.encode(),
                                              headers=SCHEMA.headers()))
@@ -209,6 +211,24 @@ async def test_a_slow_client_is_closed_and_does_not_delay_others(stack: LocalSta
             assert (await receive(ok, 1, timeout=10))[0]["prediction"]["prediction_id"] == pid
             assert time.monotonic() - started < 5
             del stuck
+
+
+async def test_a_repeated_result_is_not_delivered_twice(stack: LocalStack) -> None:
+    ada = user("ada")
+    upload, later = str(uuid.uuid4()), str(uuid.uuid4())
+    async with client(stack, stack_url(stack), ada) as ws:
+        (first,) = await publish(stack.bootstrap_servers, ada, sources=[upload])
+        assert (await receive(ws, 1))[0]["prediction"]["prediction_id"] == first
+        # the same upload again (a worker that crashed after publishing publishes it again)
+        await publish(stack.bootstrap_servers, ada, sources=[upload])
+        assert await silent(ws, 2)
+        # a result that also reflects a new upload is new, and delivered
+        (newer,) = await publish(stack.bootstrap_servers, ada, sources=[upload, later])
+        assert (await receive(ws, 1))[0]["prediction"]["prediction_id"] == newer
+    with replica(stack, "fanout-repeat") as url:  # another replica agrees on what is a repeat
+        async with client(stack, url, ada) as ws:
+            (latest,) = await receive(ws, 1)
+            assert latest["prediction"]["prediction_id"] == newer
 
 
 async def test_naming_another_user_is_refused(stack: LocalStack) -> None:
