@@ -76,41 +76,40 @@ class CertificateSource:
 
     async def key(self, kid: str) -> RSAPublicKey | None:
         """The public key for ``kid``, or None when no current certificate has that kid."""
-        now = self._clock()
-        stale = now >= self._expires or kid not in self._keys
-        if stale and now - self._last_attempt >= self._min_refresh_interval:
-            await self._refresh()
+        if self._clock() >= self._expires or kid not in self._keys:
+            # one refresh at a time; callers that waited find the fresh map and skip theirs
+            async with self._lock:
+                now = self._clock()
+                fresh = now < self._expires and kid in self._keys
+                if not fresh and now - self._last_attempt >= self._min_refresh_interval:
+                    await self._refresh(now)
         if not self._keys:
             raise CertificateFetchError(f"no certificates from {self.url} yet")
         return self._keys.get(kid)
 
-    async def _refresh(self) -> None:
-        async with self._lock:
-            now = self._clock()
-            if now - self._last_attempt < self._min_refresh_interval:
-                return  # another caller refreshed while we waited for the lock
-            self._last_attempt = now
-            try:
-                body, max_age = await self._fetch()
-                keys = _parse_certificates(body)
-            except CertificateFetchError:
-                if not self._keys:
-                    raise
-                log.warning(
-                    "certificate refresh failed; serving %d cached keys",
-                    len(self._keys),
-                    exc_info=True,
-                    extra={"certs_url": self.url},
-                )
-                return
-            self._keys = keys
-            self._expires = now + (max_age if max_age is not None else self._default_max_age)
+    async def _refresh(self, now: float) -> None:
+        self._last_attempt = now
+        try:
+            body, max_age = await self._fetch()
+            keys = _parse_certificates(body)
+        except CertificateFetchError:
+            if not self._keys:
+                raise
+            log.warning(
+                "certificate refresh failed; serving %d cached keys",
+                len(self._keys),
+                exc_info=True,
+                extra={"certs_url": self.url},
+            )
+            return
+        self._keys = keys
+        self._expires = now + (max_age if max_age is not None else self._default_max_age)
 
     async def _fetch(self) -> tuple[bytes, float | None]:
         parsed = urlparse(self.url)
         if parsed.scheme == "file":
             try:
-                return Path(unquote(parsed.path)).read_bytes(), None
+                return await asyncio.to_thread(Path(unquote(parsed.path)).read_bytes), None
             except OSError as exc:
                 raise CertificateFetchError(f"cannot read {self.url}: {exc}") from exc
         try:

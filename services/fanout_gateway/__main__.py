@@ -36,18 +36,19 @@ async def run(config: ServiceConfig) -> None:
     pool = connection_pool(settings, password=config.secret("redis_password"))
     redis = aioredis.Redis(connection_pool=pool)
     feed_ready = asyncio.Event()
+    history = UserHistory(redis, size=settings.fanout_history_size, ttl_seconds=settings.fanout_history_ttl_seconds)
     fanout = FanoutServer(
         FirebaseTokenVerifier(settings.firebase_project_id, CertificateSource(settings.firebase_certs_url),
                               clock_skew=settings.auth_clock_skew_seconds),
         feed_ready,
-        UserHistory(redis, size=settings.fanout_history_size, ttl_seconds=settings.fanout_history_ttl_seconds),
+        history,
         Limits(auth_timeout=settings.fanout_auth_timeout_seconds, queue_size=settings.fanout_send_queue_size,
                per_user=settings.fanout_max_connections_per_user, per_process=settings.fanout_max_connections,
                refresh_lead=settings.fanout_refresh_lead_seconds, drain_seconds=settings.fanout_drain_seconds,
                reconnect_spread_ms=settings.fanout_reconnect_spread_ms),
     )
     feed = PredictionFeed(settings.kafka_bootstrap_servers, schemas, schemas[PREDICTION_SCHEMA],
-                          fanout.deliver, feed_ready, security=client_security(config))
+                          fanout.deliver, feed_ready, security=client_security(config), positions=history)
     # rotated secrets are applied where they are used, without a restart
     watcher = SecretWatcher(config.resolver, config.secrets, settings.secret_refresh_seconds)
     watcher.on_change("redis_password", password_rotation(pool))

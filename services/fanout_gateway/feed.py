@@ -1,8 +1,10 @@
 """The predictions.v1 feed: every partition, read by this replica's own consumer.
 
-Each replica consumes all partitions without a consumer group and keeps the messages
-of the users connected to it; starting at the end of each partition, it delivers what
-is published while it runs.
+Each replica consumes all partitions without a consumer group and delivers to the users
+connected to it. It starts where the shared history stopped (positions in Redis, advanced
+by every replica after each batch), so a replica that was down — even the only one —
+records what was published meanwhile and a resuming client misses nothing; with no
+recorded position (a new deployment, Redis emptied) it starts at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from circadia.avro import AvroSchema, SchemaSet
 from circadia.kafka import topic_partitions
 from circadia.topics import PREDICTIONS
 from fanout_gateway import metrics
+from fanout_gateway.history import HistoryUnavailable
+from fanout_gateway.history import UserHistory as Positions
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,9 @@ class FeedMessage:
 class PredictionFeed:
     def __init__(self, bootstrap_servers: str, schemas: SchemaSet, schema: AvroSchema,
                  deliver: Callable[[Sequence[FeedMessage]], Awaitable[None]], ready: asyncio.Event, *,
-                 retry_interval: float = 2.0, security: dict[str, object] | None = None) -> None:
+                 retry_interval: float = 2.0, security: dict[str, object] | None = None,
+                 positions: Positions | None = None) -> None:
+        self._positions = positions
         self._bootstrap = bootstrap_servers
         self._security = dict(security or {})
         self._schemas = schemas
@@ -92,9 +98,26 @@ class PredictionFeed:
         assignment = [TopicPartition(PREDICTIONS, p) for p in partitions]
         consumer.assign(assignment)
         await consumer.seek_to_end(*assignment)
+        stored = await self._stored_positions()
+        if stored:
+            beginnings = await consumer.beginning_offsets(assignment)
+            ends = await consumer.end_offsets(assignment)
+            for tp in assignment:
+                if tp.partition in stored:  # clamped: retention may have removed older records
+                    consumer.seek(tp, min(max(stored[tp.partition], beginnings[tp]), ends[tp]))
         for tp in assignment:  # resolve positions now, so nothing published after ready is missed
             await consumer.position(tp)
-        log.info("prediction feed assigned", extra={"partitions": len(assignment)})
+        log.info("prediction feed assigned", extra={"partitions": len(assignment),
+                                                    "resumed_from_history": bool(stored)})
+
+    async def _stored_positions(self) -> dict[int, int]:
+        if self._positions is None:
+            return {}
+        try:
+            return await self._positions.positions()
+        except HistoryUnavailable:
+            log.warning("history positions unavailable: starting at the end", exc_info=True)
+            return {}
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -103,6 +126,12 @@ class PredictionFeed:
                        if (item := self._decode(message)) is not None]
             if decoded:
                 await self._deliver(decoded)  # a batch at a time: one history round trip for all
+            if batches and self._positions is not None:
+                try:
+                    await self._positions.advance({tp.partition: records[-1].offset + 1
+                                                   for tp, records in batches.items() if records})
+                except HistoryUnavailable:
+                    log.warning("history positions not advanced", exc_info=True)
 
     def _decode(self, message: Any) -> FeedMessage | None:
         headers = list(message.headers or ())

@@ -59,6 +59,18 @@ return {epoch, repeat_of_earlier and 1 or 0}
 """
 
 
+_ADVANCE = """
+for i = 1, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > current then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+POSITIONS_KEY = "circadia:fanout:positions"
+
+
 class HistoryUnavailable(Exception):
     """Redis could not be asked; resume degrades to reset."""
 
@@ -99,13 +111,32 @@ class UserHistory:
         self._size = size
         self._ttl = ttl_seconds
         self._append = client.register_script(_APPEND)
+        self._advance = client.register_script(_ADVANCE)
+
+    async def positions(self) -> dict[int, int]:
+        """Per partition of predictions.v1, the next offset the history has not seen yet
+        (shared by every replica: as long as one runs, the history has no gap)."""
+        try:
+            stored = await self._redis.hgetall(POSITIONS_KEY)
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
+        return {int(partition): int(offset) for partition, offset in stored.items()}
+
+    async def advance(self, next_offsets: dict[int, int]) -> None:
+        if not next_offsets:
+            return
+        try:
+            await self._advance(keys=[POSITIONS_KEY],
+                                args=[v for p, o in next_offsets.items() for v in (p, o)])
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
 
     @staticmethod
     def _keys(user_id: str) -> tuple[str, str, str]:
         base = f"circadia:history:{user_id}"
         return base, base + ":epoch", base + ":sources"
 
-    def _args(self, entry: Appended) -> list[object]:
+    def _args(self, entry: Appended) -> list[str | int]:
         return [self._size, f"{entry.offset + 1}-0", entry.message, secrets.token_hex(8), entry.partition,
                 self._ttl, entry.offset, len(entry.sources), *entry.sources]
 
@@ -133,7 +164,9 @@ class UserHistory:
             value = await self._redis.get(self._keys(user_id)[1])
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
-        return value.decode() if value is not None else None
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else value
 
     async def latest(self, user_id: str) -> Entry | None:
         try:
@@ -155,10 +188,12 @@ class UserHistory:
             rows = await self._redis.xrange(key, min=f"({offset + 1}-0", max="+")
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
-        return Replay([_entry(row) for row in rows], complete=True)
+        return Replay([_entry(row) for row in rows or ()], complete=True)
 
 
-def _id_number(entry_id: bytes | str) -> int:
+def _id_number(entry_id: bytes | str | None) -> int:
+    if entry_id is None:  # redis-py's types allow it; Redis never returns an entry without an id
+        raise ValueError("stream entry without an id")
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-")[0])
 

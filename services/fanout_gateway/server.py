@@ -120,8 +120,12 @@ class Connection:
             return True
         return False
 
-    def go_live(self, replayed: list[Push]) -> None:
-        """Queue the catch-up entries, then what arrived meanwhile, then deliver live."""
+    def go_live(self, replayed: list[Push], after: tuple[int, int] | None = None) -> None:
+        """Queue the catch-up entries, then what arrived meanwhile, then deliver live. ``after``
+        is the resume cursor: nothing at or before it is sent (a restarted replica re-reads
+        records its clients already have)."""
+        if after is not None:
+            self._sent = after
         held, self._held = self._held or [], None
         for item in replayed + sorted(held, key=lambda p: (p.partition, p.offset)):
             self._enqueue(item)
@@ -170,12 +174,12 @@ class FanoutServer:
         try:
             recorded: list[Recorded | None] = list(await self._history.append_many([
                 Appended(m.user_id, m.partition, m.offset, text, [str(u) for u in m.record["source_upload_ids"]])
-                for m, text in zip(messages, texts)]))
+                for m, text in zip(messages, texts, strict=True)]))
         except HistoryUnavailable:
             metrics.HISTORY_ERRORS.inc()
             log.warning("history unavailable: delivering live only, without repeat detection", exc_info=True)
             recorded = [None] * len(messages)
-        for message, text, entry in zip(messages, texts, recorded):
+        for message, text, entry in zip(messages, texts, recorded, strict=True):
             if entry is not None and entry.repeat:
                 metrics.RECORDS.labels("repeat").inc()
                 log.info("repeated result not delivered", extra={"partition": message.partition,
@@ -222,7 +226,8 @@ class FanoutServer:
         connection = Connection(websocket, user_id, self._limits.queue_size)
         while self.registry.count(user_id) >= self._limits.per_user:
             oldest = self.registry.oldest(user_id)
-            assert oldest is not None
+            if oldest is None:  # count() >= per_user > 0 means the user has connections
+                raise RuntimeError(f"registry counts connections of {user_id} but has none")
             self.registry.unregister(user_id, oldest)
             oldest.close(CLOSE_REPLACED, "replaced by a newer connection of the same user")
         self.registry.register(user_id, connection)  # live pushes are held from here on
@@ -233,7 +238,9 @@ class FanoutServer:
         try:
             await websocket.send(json.dumps({"type": "ready", "user_id": user_id,
                                              "expires_at": int(verified.expires_at)}))
-            connection.go_live(await self._catch_up(connection, resume))
+            replayed, resumed = await self._catch_up(connection, resume)
+            # only a cursor the history vouched for (current epoch) bounds what is sent next
+            connection.go_live(replayed, after=_cursor_of(resume) if resumed else None)
             async for raw in websocket:
                 await self._on_client_message(connection, expiry, raw)
         except ConnectionClosed:
@@ -272,9 +279,10 @@ class FanoutServer:
             raise InvalidTokenError("auth message has no token")
         return await self._verifier.verify(token)
 
-    async def _catch_up(self, connection: Connection, resume: dict | None) -> list[Push]:
-        """What the connection gets before going live: the missed entries when it resumes from a
-        cursor the history still covers; otherwise (after a ``reset`` if it asked) the latest."""
+    async def _catch_up(self, connection: Connection, resume: dict | None) -> tuple[list[Push], bool]:
+        """What the connection gets before going live, and whether it resumed: the missed
+        entries when it resumes from a cursor the history still covers; otherwise (after a
+        ``reset`` if it asked) the latest."""
         user_id = connection.user_id
         try:
             if resume is not None:
@@ -283,19 +291,19 @@ class FanoutServer:
                     replay = await self._history.after(user_id, epoch, cursor["offset"])
                     if replay.complete:
                         metrics.RESUMES.labels("resumed").inc()
-                        return [_push(entry, epoch) for entry in replay.entries]
+                        return [_push(entry, epoch) for entry in replay.entries], True
                 metrics.RESUMES.labels("reset").inc()
                 connection.send(json.dumps({"type": "reset", "reason": "history does not reach the cursor"}))
             latest = await self._history.latest(user_id)
             if latest is None:
-                return []
-            return [_push(latest, await self._history.epoch(user_id))]
+                return [], False
+            return [_push(latest, await self._history.epoch(user_id))], False
         except HistoryUnavailable:
             metrics.HISTORY_ERRORS.inc()
             log.warning("history unavailable: no catch-up for this connection", exc_info=True)
             if resume is not None:
                 connection.send(json.dumps({"type": "reset", "reason": "history unavailable"}))
-            return []
+            return [], False
 
     async def _on_client_message(self, connection: Connection, expiry: _ExpiryTimers, raw: str | bytes) -> None:
         try:
@@ -346,8 +354,8 @@ class FanoutServer:
         self._shutting_down = True
         connections = list(self.registry.connections())
         for connection in connections:
-            connection.send(json.dumps({"type": "reconnect",
-                                        "after_ms": random.randint(0, self._limits.reconnect_spread_ms)}))
+            spread = random.randint(0, self._limits.reconnect_spread_ms)  # noqa: S311  # nosec B311  # jitter, not a secret
+            connection.send(json.dumps({"type": "reconnect", "after_ms": spread}))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(c.drained() for c in connections)),
                                    self._limits.drain_seconds)
@@ -403,6 +411,13 @@ class _ExpiryTimers:
         for handle in self._handles:
             handle.cancel()
         self._handles = []
+
+
+def _cursor_of(resume: dict | None) -> tuple[int, int] | None:
+    cursor = resume.get("cursor") if resume else None
+    if isinstance(cursor, dict) and isinstance(cursor.get("partition"), int) and isinstance(cursor.get("offset"), int):
+        return cursor["partition"], cursor["offset"]
+    return None
 
 
 def _prediction_message(partition: int, offset: int, epoch: str | None, record_json: str) -> str:

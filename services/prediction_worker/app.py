@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.types import TableT
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -94,7 +95,7 @@ class StageError(Exception):
 class WindowStore:
     """Read-modify-write of users' windows in the faust table, one writer per user at a time."""
 
-    def __init__(self, table: faust.Table) -> None:
+    def __init__(self, table: TableT) -> None:
         self._table = table
         self._locks: dict[bytes, asyncio.Lock] = {}
 
@@ -298,6 +299,8 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_credentials=credentials,
+        broker_session_timeout=settings.worker_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 3),
     )
 
     def raw_topic(name: str) -> faust.TopicT:
@@ -337,11 +340,13 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
             if position is not None and highwaters.get(tp) is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwaters[tp] - position))
 
-    @app.on_partitions_assigned.connect
+    # mode's SignalHandlerT (sender, *args, signal: BaseSignalT, **kwargs) matches no plain coroutine
+    # function under mypy; faust calls these as on_partitions_assigned.send(assigned) and .send()
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         metrics.ASSIGNED_PARTITIONS.set(sum(1 for tp in assigned if tp.topic == HEALTH_SAMPLES))
 
-    @app.on_rebalance_complete.connect
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # see on_assigned
     async def on_restored(sender: Any, **kwargs: Any) -> None:
         # windows were restored from the changelog: find the uploads still to publish
         processor.rescan_needed = True

@@ -18,6 +18,10 @@ class WorkerSettings(ServiceSettings):
         description="At most one result per user per this many seconds; uploads in between are "
         "reflected together. 0 publishes after every upload.",
     )
+    worker_session_timeout_seconds: float = Field(
+        default=30.0, ge=6,
+        description="How long the group waits for a silent worker before reassigning its partitions.",
+    )
     worker_publish_attempts: int = Field(default=5, ge=1)
     worker_retry_backoff_seconds: float = Field(default=0.2, gt=0)
     worker_pat_weights_path: Path | None = Field(

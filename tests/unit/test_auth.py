@@ -200,3 +200,13 @@ async def test_http_certificates_are_cached_for_max_age_and_kept_on_failure(issu
         assert server.requests == 2
     finally:
         server.close()
+
+
+async def test_concurrent_first_verifications_share_one_fetch(issuer: DevIssuer) -> None:
+    source = CertificateSource(issuer.certs_url)
+    verifier = FirebaseTokenVerifier(PROJECT, source)
+    tokens = [issuer.mint(f"user-{i}") for i in range(20)]
+    import asyncio
+
+    verified = await asyncio.gather(*(verifier.verify(token) for token in tokens))
+    assert [v.user_id for v in verified] == [f"user-{i}" for i in range(20)]

@@ -78,6 +78,7 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     sasl_port: int | None = None  # a SASL_PLAINTEXT (SCRAM-SHA-512) listener beside PLAINTEXT
+    advertised_port: int | None = None  # clients told to connect here (a fault-injecting proxy) instead
     scram_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # created at format time
 
     @property
@@ -86,7 +87,8 @@ class LocalKafka:
 
     @property
     def sasl_bootstrap_servers(self) -> str:
-        assert self.sasl_port is not None, "this broker has no SASL listener"
+        if self.sasl_port is None:
+            raise RuntimeError("this broker has no SASL listener")
         return f"127.0.0.1:{self.sasl_port}"
 
     @property
@@ -103,6 +105,7 @@ class LocalKafka:
         config.write_text(
             template.substitute(
                 port=self.port, controller_port=self.controller_port, log_dir=self.data_dir,
+                advertised_port=self.advertised_port or self.port,
                 sasl_listener=f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}" if self.sasl_port else "",
                 sasl_advertised=f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}" if self.sasl_port else "",
             )
@@ -150,7 +153,7 @@ class LocalKafka:
         while True:
             if self.process.exited_early():
                 raise KafkaLaunchError(f"Kafka exited during start-up:\n{self.process.log_tail()}")
-            if asyncio.run(broker_answers(self.bootstrap_servers)):
+            if asyncio.run(broker_answers(self.bootstrap_servers)):  # the real listener, not a proxy
                 return
             if time.monotonic() > deadline:
                 raise KafkaLaunchError(
@@ -196,7 +199,7 @@ async def broker_answers(bootstrap_servers: str, timeout: float = 5.0) -> bool:
         await asyncio.wait_for(admin.start(), timeout)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)
         return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) >= 0
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         await admin.close()

@@ -76,6 +76,7 @@ class LocalStack:
     external_kafka: str | None = None  # bootstrap servers of a broker this stack does not manage
     external_redis: str | None = None  # URL of a Redis this stack does not manage
     admin_kafka: str | None = None  # where topics are created, when the services' listener needs credentials
+    kafka_advertised_port: int | None = None  # clients reach the broker through a proxy on this port
     overrides: tuple[tuple[str, str], ...] = ()  # extra service settings, e.g. shorter timeouts
     observability: bool = True  # Jaeger and Prometheus beside the services
     scrape_interval: str = "5s"
@@ -86,11 +87,14 @@ class LocalStack:
 
     @property
     def kafka(self) -> LocalKafka:
-        return LocalKafka(self.root / "kafka", self.ports.kafka, self.ports.kafka_controller)
+        return LocalKafka(self.root / "kafka", self.ports.kafka, self.ports.kafka_controller,
+                          advertised_port=self.kafka_advertised_port)
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.external_kafka or self.kafka.bootstrap_servers
+        if self.external_kafka:
+            return self.external_kafka
+        return f"127.0.0.1:{self.kafka_advertised_port or self.ports.kafka}"
 
     @property
     def jaeger(self) -> LocalJaeger:
