@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test up down status demo install lock clean fuzz openapi bench fetch-pat pat-fixture
+.PHONY: run test up down status demo install lock clean fuzz openapi bench fetch-pat pat-fixture lint audit secrets-baseline
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 install: $(STAMP)
+
+LINT_STAMP := $(VENV)/.lint-installed
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint]'
+	@touch $@
 
 ## make run: start the local stack (Kafka + the three services) and run the demo
 run: $(STAMP)
@@ -35,6 +40,28 @@ status: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/circadia demo
+
+## make lint: ruff, mypy, bandit, detect-secrets (against .secrets.baseline) and gitleaks (git history
+## and working tree); any finding fails
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/bandit -c pyproject.toml -r libs services -q
+	$(BIN)/python tools/secrets/check_baseline.py
+	$(BIN)/gitleaks git --redact --no-banner --config .gitleaks.toml .
+	tools/secrets/gitleaks-worktree.sh $(BIN)/gitleaks
+
+## make audit: known vulnerabilities of the locked dependencies (constraints.txt); fails, and says so,
+## when the vulnerability database cannot be reached (AUDIT_SERVICE=pypi or osv)
+AUDIT_SERVICE ?= pypi
+audit: $(LINT_STAMP)
+	$(BIN)/python tools/audit/audit_dependencies.py --requirements constraints.txt --service $(AUDIT_SERVICE)
+
+## make secrets-baseline: re-scan the tracked files into .secrets.baseline (keeping earlier verdicts),
+## then label each new entry in detect-secrets' audit; commit the baseline with the change
+secrets-baseline: $(LINT_STAMP)
+	$(BIN)/detect-secrets scan --baseline .secrets.baseline
+	$(BIN)/detect-secrets audit .secrets.baseline
 
 ## make fuzz: coverage-guided fuzzing of the ingest body parser (FUZZ_SECONDS, default 60)
 FUZZ_SECONDS ?= 60
@@ -65,10 +92,10 @@ pat-fixture:
 	.local/pat-tfenv/bin/python -m pip install --quiet tensorflow-cpu tf-keras h5py numpy
 	.local/pat-tfenv/bin/python tools/pat/make_fixture.py --out tests/fixtures/pat
 
-## make lock: re-pin every dependency (runtime + test) into constraints.txt
+## make lock: re-pin every dependency (runtime + test + fuzz + lint) into constraints.txt
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install --quiet -e '.[test,fuzz]'
+	.lockenv/bin/python -m pip install --quiet -e '.[test,fuzz,lint]'
 	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^circadia' > constraints.txt
 	rm -rf .lockenv
 

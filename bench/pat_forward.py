@@ -20,6 +20,7 @@ import platform  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
 from prediction_worker.pat.encoder import SIZES, PatEncoder, tensor_shapes  # noqa: E402
 
 TARGET_MS = {"PAT-S": 30.0}
@@ -57,7 +58,7 @@ def machine() -> dict[str, object]:
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         info["blas"] = f"{blas.get('name')} {blas.get('version')}"
-    except Exception:  # the shape of show_config's dict is not a stable API
+    except Exception:  # noqa: S110  (the shape of show_config's dict is not a stable API: no BLAS line then)
         pass
     try:
         from threadpoolctl import (

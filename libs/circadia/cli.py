@@ -175,7 +175,7 @@ where to look:
   metrics          http://127.0.0.1:{p.ingest}/metrics  http://127.0.0.1:{p.worker_metrics}/metrics  http://127.0.0.1:{p.fanout}/metrics
   service logs     {stack.root / 'logs'}
   your own client  connect to ws://127.0.0.1:{p.fanout}/v1/stream and send {{"type": "auth", "token": "$(circadia token demo-ada)"}}
-  stop the stack   circadia down""")
+  stop the stack   circadia down""")  # noqa: E501  (the printed lines are wider than the code's)
     return 0 if ok else 1
 
 

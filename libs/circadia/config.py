@@ -63,14 +63,16 @@ class ServiceSettings(BaseSettings):
         default="SASL_SSL", description="Production requires TLS (SASL_SSL or SSL)."
     )
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
-    kafka_sasl_username: str = Field(default="", description="SCRAM user; its password is the kafka_sasl_password secret.")
+    kafka_sasl_username: str = Field(default="",
+                                     description="SCRAM user; its password is the kafka_sasl_password secret.")
     kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle for the brokers; system store if unset.")
     secrets_dir: Path = Field(default=Path("/run/secrets"), description="Mounted secret files, one per secret name.")
     secret_refresh_seconds: float = Field(default=30.0, gt=0, description="How often secrets are re-read for rotation.")
     vault_addr: str | None = Field(default=None, description="Vault/OpenBao URL; unset: no Vault source.")
     vault_mount: str = "secret"
     vault_path: str | None = Field(default=None, description="KV v2 path; default circadia/<service>.")
-    vault_role_id: str | None = Field(default=None, description="AppRole role id (its secret id is the vault_secret_id secret).")
+    vault_role_id: str | None = Field(default=None,
+                                      description="AppRole role id (its secret id is the vault_secret_id secret).")
 
     def problems(self, secrets: Mapping[str, Secret | None]) -> list[str]:
         """Every unsafe or inconsistent setting; in production each one stops the service."""
@@ -89,7 +91,9 @@ class ServiceSettings(BaseSettings):
             found.append(f"CIRCADIA_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} sends data in plaintext; "
                          "production requires SASL_SSL or SSL")
         for name, secret in secrets.items():
-            reason = weak_secret(secret.value) if secret is not None else None
+            if secret is None:
+                continue
+            reason = weak_secret(secret.value)
             if reason is not None:
                 found.append(f"the {name} secret ({secret.source}) is {reason}")
         return found

@@ -41,7 +41,7 @@ class UserRun:
 
 def day_of_steps(seed: str, day: datetime) -> list[dict]:
     """1440 one-minute step_count samples for the local day starting at ``day``."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  # nosec B311  # simulated, reproducible data: nothing secret
     wake, sleep = rng.randint(6 * 60, 8 * 60), rng.randint(22 * 60, 23 * 60 + 30)
     samples = []
     for minute in range(1440):
@@ -140,7 +140,8 @@ async def run_demo(issuer: DevIssuer, ingest_url: str, stream_url: str, *, timeo
         ready = json.loads(await ws.recv())
         print(f"  {run.user_id:<11} websocket ready ({ready})")
         sockets.append(ws)
-    listeners = [asyncio.create_task(_listen(ws, run, runs, display, done)) for ws, run in zip(sockets, runs)]
+    listeners = [asyncio.create_task(_listen(ws, run, runs, display, done))
+                 for ws, run in zip(sockets, runs, strict=True)]
     try:
         async with httpx.AsyncClient(base_url=ingest_url, timeout=30) as client:
             await asyncio.gather(*(_upload_day(client, run, yesterday, display) for run in runs))

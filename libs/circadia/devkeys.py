@@ -21,7 +21,6 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 PRIVATE_KEY_FILE = "signing-key.pem"
@@ -97,6 +96,9 @@ class DevIssuer:
 
 
 @functools.lru_cache(maxsize=16)
-def _signing_key(key_file: Path, kid_file: Path) -> tuple[PrivateKeyTypes, str]:
+def _signing_key(key_file: Path, kid_file: Path) -> tuple[rsa.RSAPrivateKey, str]:
     """Parse the PEM once per key file (parsing costs tens of milliseconds, signing one)."""
-    return serialization.load_pem_private_key(key_file.read_bytes(), password=None), kid_file.read_text()
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):  # the issuer only ever writes RSA keys
+        raise TypeError(f"{key_file}: expected an RSA private key, found {type(key).__name__}")
+    return key, kid_file.read_text()

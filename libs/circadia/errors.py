@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circadia import __version__
 from circadia.secrets import Secret
+
+if TYPE_CHECKING:  # sentry_sdk itself is imported only when a DSN is configured
+    from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub_event(event: Event, hint: Hint | None = None) -> Event:
     request = event.get("request")
     if isinstance(request, dict):
         for field in ("data", "cookies", "query_string", "env"):
@@ -56,7 +59,7 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
     return scrub(event)
 
 
-def scrub_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub_breadcrumb(crumb: Breadcrumb, hint: BreadcrumbHint | None = None) -> Breadcrumb:
     return scrub(crumb)
 
 

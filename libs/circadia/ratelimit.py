@@ -56,7 +56,8 @@ def redis_limiter(redis_url: str, pool: aioredis.ConnectionPool) -> MovingWindow
     storage = RedisStorage(
         "async+" + redis_url,
         implementation="redispy",
-        connection_pool=pool,
+        # limits types **options as float | str | bool, but hands them to redis.asyncio as they are
+        connection_pool=pool,  # type: ignore[arg-type]
         wrap_exceptions=True,
         key_prefix="circadia:ratelimit",
     )

@@ -62,7 +62,9 @@ class VaultKV:
         import hvac
 
         self._settings = settings
-        self._client = hvac.Client(url=settings.addr, token=settings.token, timeout=settings.timeout)
+        # types-hvac says int; hvac hands the timeout to requests, which takes seconds as a float
+        self._client = hvac.Client(url=settings.addr, token=settings.token,
+                                   timeout=settings.timeout)  # type: ignore[arg-type]
 
     @property
     def location(self) -> str:

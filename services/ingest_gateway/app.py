@@ -207,7 +207,8 @@ class UploadHandler:
             metrics.IDEMPOTENCY.labels("in_flight").inc()
             raise Rejection(503, "upload_in_progress", headers={"Retry-After": "1"}, errors=[{
                 "loc": ["upload_id"], "msg": "the same upload is still being stored; retry"}])
-        assert isinstance(outcome, Claim)
+        if not isinstance(outcome, Claim):  # the ledger has no other outcome
+            raise TypeError(f"unexpected idempotency outcome {outcome!r}")
         try:
             partition, offset = await self._publish(user_id, upload_id, value, idempotency=b"ledger")
         except Rejection:

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from pydantic import ValidationError
@@ -98,7 +98,7 @@ def _from_avro(raw: bytes, schema: AvroSchema) -> dict[str, Any]:
     """The Avro request as the same structure the JSON body has (local-time timestamps)."""
     buffer = io.BytesIO(raw)
     try:
-        record = fastavro.schemaless_reader(buffer, schema.parsed)
+        record = cast(dict[str, Any], fastavro.schemaless_reader(buffer, schema.parsed))  # a record schema
     except Exception as exc:  # hostile bytes surface as many exception types; all mean "not this schema"
         raise Rejection(422, "invalid_avro",
                         errors=[{"loc": ["body"], "msg": f"not a {schema.name}: {type(exc).__name__}"}]) from None
@@ -137,7 +137,8 @@ def parse_upload(raw: bytes, *, content_type: str | None, content_encoding: str 
             return UploadRequest.validate_python(_from_avro(body, avro_schema), rules)
         return UploadRequest.validate_json(body, rules)
     except ValidationError as exc:
-        raise Rejection(422, "invalid_upload", errors=_pydantic_errors(exc), samples=_count_samples(body, kind)) from None
+        raise Rejection(422, "invalid_upload", errors=_pydantic_errors(exc),
+                        samples=_count_samples(body, kind)) from None
 
 
 def _count_samples(body: bytes, kind: str) -> int:

@@ -176,7 +176,8 @@ def build() -> dict[str, Any]:
                 "200": {"description": "The process serves requests.", "content": _json({
                     "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}})}}}},
             "/readyz": {"get": {"operationId": "readyz", "security": [], "responses": {
-                "200": {"description": "Kafka reachable.", "content": _json({"$ref": "#/components/schemas/Readiness"})},
+                "200": {"description": "Kafka reachable.",
+                        "content": _json({"$ref": "#/components/schemas/Readiness"})},
                 "503": {"description": "Kafka unreachable.",
                         "content": _json({"$ref": "#/components/schemas/Readiness"})}}}},
             "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {

@@ -80,7 +80,7 @@ class UploadPublisher:
                 self._producer.send_and_wait(topic, value=value, key=key, headers=headers),
                 self._timeout,
             )
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable(f"produce to {topic} failed: {exc!r}") from exc
         return metadata.partition, metadata.offset
 
@@ -94,7 +94,7 @@ class UploadPublisher:
             try:
                 await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 2.0)
                 self._probe_ok = True
-            except (KafkaError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError) as exc:
                 log.warning("Kafka readiness probe failed", extra={"error": repr(exc)})
                 self._probe_ok = False
         return self._probe_ok

@@ -26,7 +26,8 @@ class IngestSettings(AuthSettings, RedisSettings):
     ingest_rate_limit_per_ip: str = Field(default="600/minute")
     ingest_cors_origins: list[str] = Field(
         default_factory=list,
-        description="Browser origins allowed to call the API (JSON list); devices need none. '*' is refused in production.",
+        description="Browser origins allowed to call the API (JSON list); devices need none. "
+                    "'*' is refused in production.",
     )
 
     def problems(self, secrets: Mapping[str, Secret | None]) -> list[str]:

@@ -55,7 +55,8 @@ class PatModel:
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> PatModel:
-        assert settings.worker_pat_weights_path is not None
+        if settings.worker_pat_weights_path is None:
+            raise ValueError("a PAT model needs CIRCADIA_WORKER_PAT_WEIGHTS_PATH")
         encoder = load_encoder(settings.worker_pat_weights_path, settings.worker_pat_model_id)
         head = None
         if settings.worker_pat_head_path is not None:
@@ -113,7 +114,7 @@ class PatModel:
             provenance = self.head.provenance()
             scores.append({"task": provenance["task"], "score": self.head.score(embedding),
                            "head_sha256": provenance["head_sha256"], "training_data": provenance["training_data"],
-                           "auc": float(provenance["auc"]), "model_id": self.encoder.model_id})
+                           "auc": float(self.head.auc), "model_id": self.encoder.model_id})
         return ModelOutcome(block=block, scores=scores, method=METHOD)
 
     def _embed(self, week: np.ndarray) -> np.ndarray:

@@ -71,7 +71,8 @@ def _guarded(group: str, compute: Callable[[], Any], fallback: Callable[[str], A
         return fallback(f"internal error: {type(exc).__name__}")
 
 
-def _refused_series_group(method: str, series: MinuteSeries, keys: Sequence[str], **fixed: Any) -> Callable[[str], dict]:
+def _refused_series_group(method: str, series: MinuteSeries, keys: Sequence[str],
+                          **fixed: Any) -> Callable[[str], dict]:
     def refusal(reason: str) -> dict[str, Any]:
         return {"method": method, "input": series.input, "coverage": 0.0, "refused": reason,
                 **dict.fromkeys(keys), **fixed}

@@ -130,7 +130,8 @@ class UserWindow:
         self.sleep = [iv for iv in self.sleep if iv.end_ms > keep_from]
         self._drop_empty_tracks()
 
-    def _spread(self, samples: Iterable[Mapping[str, Any]], weigh: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def _spread(self, samples: Iterable[Mapping[str, Any]],
+                weigh: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(values, weights, covered mask, dropped) over the window for one device's samples."""
         values = np.zeros(WINDOW_MINUTES)
         weights = np.zeros(WINDOW_MINUTES)

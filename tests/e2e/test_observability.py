@@ -186,7 +186,8 @@ async def test_every_dashboard_panel_answers_from_the_live_prometheus(stack: Loc
         await _steady_traffic(stack)
         failing = []
         for title, expr in queries:
-            response = httpx.get(f"{stack.prometheus.url}/api/v1/query", params={"query": expr}, timeout=10)
+            response = await asyncio.to_thread(httpx.get, f"{stack.prometheus.url}/api/v1/query",
+                                               params={"query": expr}, timeout=10)
             body = response.json()
             if body.get("status") != "success":
                 failing.append((title, expr, body.get("error")))

@@ -12,8 +12,9 @@ from ingest_gateway.settings import IngestSettings
 
 
 def config(kafka_bootstrap: str, secrets_dir: Path, service: str, **overrides: object):
-    options: dict[str, object] = {"firebase_project_id": "p", "env": "development", "kafka_security_protocol": "PLAINTEXT",
-                                  "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "secrets_dir": secrets_dir}
+    options: dict[str, object] = {"firebase_project_id": "p", "env": "development",
+                                  "kafka_security_protocol": "PLAINTEXT", "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                  "secrets_dir": secrets_dir}
     options.update(overrides)
     return resolve(service, IngestSettings(**options))
 

@@ -71,7 +71,7 @@ async def _messages_for(bootstrap: str, upload_id: str) -> list:
             for messages in (await consumer.getmany(timeout_ms=300)).values():
                 found += [m for m in messages if header(m.headers, "upload_id") == upload_id.encode()]
             positions = [await consumer.position(tp) for tp in partitions]
-            if all(position >= ends[tp] for position, tp in zip(positions, partitions)):
+            if all(position >= ends[tp] for position, tp in zip(positions, partitions, strict=True)):
                 return found
     finally:
         await consumer.stop()

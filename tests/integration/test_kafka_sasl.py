@@ -61,7 +61,8 @@ def test_the_ingest_gateway_authenticates_and_a_wrong_password_fails_clearly(
     headers = {"Authorization": f"Bearer {dev_issuer.mint('sasl-user')}"}
     with launch(**sasl(kafka, tmp_path / "good", password)) as client:
         assert client.post("/v1/uploads", json=upload(), headers=headers).status_code == 202
-    with caplog.at_level(logging.WARNING), launch(ready=False, **sasl(kafka, tmp_path / "bad", "wrong-password")) as client:
+    with (caplog.at_level(logging.WARNING),
+          launch(ready=False, **sasl(kafka, tmp_path / "bad", "wrong-password")) as client):
         time.sleep(2)
         readiness = client.get("/readyz")
         assert readiness.status_code == 503 and readiness.json()["checks"]["kafka"] is False

@@ -39,7 +39,7 @@ class SentryReceiver:
                     body = gzip.decompress(body)
                 receiver.raw.append(body)
                 lines = body.split(b"\n")
-                for header, payload in zip(lines[1::2], lines[2::2]):
+                for header, payload in zip(lines[1::2], lines[2::2], strict=False):  # a trailing line may be alone
                     if header.strip():
                         receiver.items.append((json.loads(header), json.loads(payload)))
                 self.send_response(200)

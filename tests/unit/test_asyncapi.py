@@ -51,7 +51,7 @@ def _sent_types(module: object) -> set[str]:
     types = set(re.findall(r'\{\{"type": "(\w+)"', source))  # f-string message templates
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values):
+            for key, value in zip(node.keys, node.values, strict=True):
                 if isinstance(key, ast.Constant) and key.value == "type" and isinstance(value, ast.Constant):
                     types.add(value.value)
     return types

@@ -58,7 +58,8 @@ def test_valid_upload_maps_to_the_avro_record() -> None:
         (sample(start=10, end=11), ("samples", 0, "end"), "end must not be before start"),
         (sample(start=-5, end=-6), ("samples", 0, "start"), "in the future"),
         (sample(start=1, end=-5), ("samples", 0, "end"), "in the future"),
-        (sample(start=31 * 1440, end=31 * 1440 - 1), ("samples", 0, "start"), "older than the accepted history of 30 days"),
+        (sample(start=31 * 1440, end=31 * 1440 - 1), ("samples", 0, "start"),
+         "older than the accepted history of 30 days"),
         (sample(unit="steps"), ("samples", 0, "unit"), "unit of step_count must be 'count'"),
         (sample("heart_rate", 60, unit="bpm"), ("samples", 0, "unit"), "unit of heart_rate must be 'count/min'"),
         (sample(value=-1), ("samples", 0, "value"), "must be a finite, non-negative number"),
@@ -80,7 +81,7 @@ def test_valid_upload_maps_to_the_avro_record() -> None:
 def test_each_domain_rule_names_its_field(bad: dict, loc: tuple, msg: str) -> None:
     found = errors(body(sample(), bad))
     loc = (loc[0], 1, *loc[2:])
-    assert any(l == loc and msg.lower() in m.lower() for l, m in found), found
+    assert any(where == loc and msg.lower() in m.lower() for where, m in found), found
 
 
 def test_values_at_the_bounds_are_accepted() -> None:

@@ -25,7 +25,8 @@ def sample(kind: str, start: datetime, minutes: float, value: float | None = Non
             "value": value, "stage": stage, "unit": "count"}
 
 
-def upload(*samples: dict, device: str = "phone", received: datetime | None = None, upload_id: str | None = None) -> dict:
+def upload(*samples: dict, device: str = "phone", received: datetime | None = None,
+           upload_id: str | None = None) -> dict:
     return {"upload_id": upload_id or str(uuid.uuid4()), "user_id": "u", "received_at": received or T0,
             "device": {"id": device, "model": "m", "os": "o"}, "samples": list(samples)}
 
@@ -121,7 +122,7 @@ def test_serialisation_round_trips_exactly() -> None:
     assert restored.sleep == window.sleep and restored.last_published_ms == 123
     for measure in ("step_count", "activity_count"):
         assert np.array_equal(restored.movement(measure), window.movement(measure), equal_nan=True)
-    assert all(np.array_equal(a, b) for a, b in zip(restored.heart_rate(), window.heart_rate()))
+    assert all(np.array_equal(a, b) for a, b in zip(restored.heart_rate(), window.heart_rate(), strict=True))
 
 
 @pytest.mark.parametrize("data", [b"", b"nonsense", b"CWIN1\x00\x00\x00\x05{}abc", b"CWIN1\x00\x00\x00\x02{}x"])

@@ -35,7 +35,8 @@ def download(url: str, out: Path) -> None:
     """To ``out`` via a ``.part`` file, so an interrupted download never looks like a weight file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
-    request = urllib.request.Request(url, headers={"User-Agent": "circadia-fetch-pat"})
+    # the URL is the maintainer's own --url argument (S310: any scheme urllib opens is theirs to choose)
+    request = urllib.request.Request(url, headers={"User-Agent": "circadia-fetch-pat"})  # noqa: S310
     with urllib.request.urlopen(request, timeout=60) as response, open(part, "wb") as f:  # noqa: S310
         shutil.copyfileobj(response, f, length=1 << 20)
     part.replace(out)

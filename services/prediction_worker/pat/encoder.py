@@ -1,9 +1,10 @@
 """The PAT (Pretrained Actigraphy Transformer) encoder forward pass in numpy. Pure: no I/O.
 
 What it computes is fixed by the published Keras models (Ruan et al., arXiv 2411.15240, and the authors'
-notebooks in njacobsonlab/Pretrained-Actigraphy-Transformer): a participant-week of 10,080 minute values is cut into patches, each patch embedded by one Dense(96), a fixed sinusoidal table
-added, then L post-norm transformer blocks (Keras MultiHeadAttention with 96-wide heads, LayerNorm eps 1e-6,
-Dense(256, relu) → Dense(96)). Everything is float32, as in the original graph; the weights come in as a
+notebooks in njacobsonlab/Pretrained-Actigraphy-Transformer): a participant-week of 10,080 minute values
+is cut into patches, each patch embedded by one Dense(96), a fixed sinusoidal table added, then L post-norm
+transformer blocks (Keras MultiHeadAttention with 96-wide heads, LayerNorm eps 1e-6, Dense(256, relu) →
+Dense(96)). Everything is float32, as in the original graph; the weights come in as a
 mapping from the canonical tensor names below (see ``weights.load_encoder`` for reading .h5 files).
 
 Input normalisation lives here too, as named pure functions: the encoder was pretrained on values

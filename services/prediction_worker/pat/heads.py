@@ -98,7 +98,7 @@ def load_head(path: str | Path, *, model_id: str | None = None) -> TrainedHead:
              for name, shape in _SHAPES.items() if name not in arrays or arrays[name].shape != shape]
     if wrong or not all(np.isfinite(a).all() for a in arrays.values()):
         raise HeadRefused(f"{path}: bad head arrays: {'; '.join(wrong) or 'non-finite values'}")
-    return TrainedHead(task=meta["task"], training_data=meta["training_data"], auc=float(auc),
+    return TrainedHead(task=meta["task"], training_data=meta["training_data"], auc=float(meta["auc"]),
                        model_id=meta["model_id"], sha256=actual,
                        hidden_kernel=arrays["hidden/kernel"], hidden_bias=arrays["hidden/bias"],
                        output_kernel=arrays["output/kernel"], output_bias=arrays["output/bias"])
