@@ -25,9 +25,11 @@ run: $(STAMP)
 	$(BIN)/circadia up
 	$(BIN)/circadia demo
 
-## make test: the whole suite against a real Kafka broker
+## make test: the whole suite against real servers, with the coverage gate (85 %)
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest --cov --cov-report=term
+
 
 up: $(STAMP)
 	$(BIN)/circadia up

@@ -225,5 +225,7 @@ def _inherited_environment() -> dict[str, str]:
 
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR",
             "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER",
-            "OTEL_TRACES_SAMPLER_ARG", "CIRCADIA_LOG_LEVEL")
+            "OTEL_TRACES_SAMPLER_ARG", "CIRCADIA_LOG_LEVEL",
+            # a test run measuring coverage measures the services too
+            "COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
     return {key: os.environ[key] for key in keep if key in os.environ}
