@@ -74,6 +74,19 @@ class CertificateSource:
         self._last_attempt = float("-inf")
         self._lock = asyncio.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether a certificate map is in hand (cached, possibly stale): tokens can be verified."""
+        return bool(self._keys)
+
+    async def warm(self) -> bool:
+        """Fetch the map now (at start-up) instead of on the first request; False if that failed."""
+        try:
+            await self.key("")
+        except CertificateFetchError:
+            log.warning("certificates not loaded yet", exc_info=True, extra={"certs_url": self.url})
+        return self.loaded
+
     async def key(self, kid: str) -> RSAPublicKey | None:
         """The public key for ``kid``, or None when no current certificate has that kid."""
         if self._clock() >= self._expires or kid not in self._keys:
@@ -153,6 +166,10 @@ class FirebaseTokenVerifier:
         self._certificates = certificates
         self._skew = clock_skew
         self._clock = clock
+
+    @property
+    def certificates(self) -> CertificateSource:
+        return self._certificates
 
     async def verify(self, token: str) -> VerifiedToken:
         try:

@@ -154,7 +154,7 @@ class RedisSettings(ServiceSettings):
     SECRETS: ClassVar[tuple[str, ...]] = (*ServiceSettings.SECRETS, "redis_password")
 
     redis_url: str = Field(default="rediss://redis:6379/0", description="redis:// or rediss:// URL, no password in it.")
-    redis_max_connections: int = Field(default=50, ge=1)
+    redis_max_connections: int = Field(default=100, ge=1)
     redis_socket_timeout_seconds: float = Field(default=0.5, gt=0)
 
     def problems(self, secrets: Mapping[str, Secret | None]) -> list[str]:

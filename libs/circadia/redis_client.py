@@ -30,11 +30,14 @@ class RotatingPassword(CredentialProvider):
 
 
 def connection_pool(settings: RedisSettings, password: str | None = None) -> aioredis.ConnectionPool:
-    """Short timeouts: a slow or absent Redis must degrade a request, not stall it."""
-    return aioredis.ConnectionPool.from_url(
+    """Short timeouts: a slow or absent Redis must degrade a request, not stall it. A busy pool
+    makes a request wait (up to the socket timeout) for a free connection instead of failing at
+    once, which would look like Redis being down and weaken idempotency and rate limits."""
+    return aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         credential_provider=RotatingPassword(password),
         max_connections=settings.redis_max_connections,
+        timeout=settings.redis_socket_timeout_seconds * 4,
         socket_timeout=settings.redis_socket_timeout_seconds,
         socket_connect_timeout=settings.redis_socket_timeout_seconds,
         health_check_interval=30,

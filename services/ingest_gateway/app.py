@@ -252,6 +252,7 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.publisher.start()
+        await gateway.verifier.certificates.warm()
         await gateway.secrets.start()
         await gateway.audit.start()
         try:
@@ -268,10 +269,13 @@ def create_app(gateway: Gateway) -> Starlette:
     async def readyz(request: Request) -> Response:
         kafka = await gateway.publisher.ready()
         redis = await redis_answers(gateway.redis)
+        certificates = gateway.verifier.certificates.loaded or await gateway.verifier.certificates.warm()
+        ready = kafka and certificates
         # Without Redis the gateway still stores uploads (rate limits fail open, idempotency
-        # degrades to at-least-once), so only Kafka decides readiness.
-        return JSONResponse({"ready": kafka, "degraded": not redis, "checks": {"kafka": kafka, "redis": redis}},
-                            status_code=200 if kafka else 503)
+        # degrades to at-least-once), so Kafka and the token certificates decide readiness.
+        return JSONResponse({"ready": ready, "degraded": not redis,
+                             "checks": {"kafka": kafka, "redis": redis, "certificates": certificates}},
+                            status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         return PlainTextResponse(prometheus_client.generate_latest(),

@@ -49,7 +49,7 @@ class UploadPublisher:
                 await producer.stop()
                 # authentication failures say so here (e.g. SaslAuthenticationFailed); the gateway
                 # stays up, answers 503 and /readyz false until the credentials work
-                log.warning("Kafka not reachable yet, retrying", extra={"error": repr(exc)})
+                log.warning("Kafka not reachable yet, retrying: %r", exc, extra={"error": repr(exc)})
                 await asyncio.sleep(self._retry_interval)
                 continue
             self._producer = producer

@@ -285,7 +285,7 @@ def test_without_redis_uploads_are_stored_unchecked_and_checks_resume_when_it_re
             server.stop()
             readiness = client.get("/readyz")
             assert readiness.status_code == 200 and readiness.json() == {
-                "ready": True, "degraded": True, "checks": {"kafka": True, "redis": False}}
+                "ready": True, "degraded": True, "checks": {"kafka": True, "redis": False, "certificates": True}}
             body = upload_body(2)
             statuses = [client.post("/v1/uploads", json=body, headers=auth(dev_issuer)).status_code
                         for _ in range(2)]
