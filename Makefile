@@ -80,6 +80,8 @@ openapi: $(STAMP)
 ## make bench: benchmarks; results go to docs/benchmarks.md (see bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python bench/pat_forward.py --runs 60
+	$(BIN)/python -m bench.fanout.run
+	$(BIN)/python -m bench.ingest.run
 
 ## make fetch-pat URL=<link from the PAT authors' README> OUT=.local/pat/PAT-L.h5 [SHA256=<hex>]
 ## downloads published PAT weights (CC BY 4.0) and verifies or prints their sha256
