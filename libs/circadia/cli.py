@@ -19,15 +19,15 @@ import logging
 import os
 import sys
 
-from circadia.devstack.kafka import KafkaLaunchError
-from circadia.devstack.stack import LocalStack, StackError
+from circadia.devstack.processes import LaunchError
+from circadia.devstack.stack import LocalStack
 
 
 def _up(stack: LocalStack, args: argparse.Namespace) -> int:
     try:
         stack.up()
-    except (StackError, KafkaLaunchError) as exc:
-        print(f"circadia up failed: {exc}", file=sys.stderr)
+    except LaunchError as exc:
+        print(f"circadia up failed: {exc}\n(stop what did start with `circadia down`)", file=sys.stderr)
         return 1
     p = stack.ports
     print(f"""

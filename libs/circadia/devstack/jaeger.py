@@ -12,13 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
 from circadia.paths import PROJECT_ROOT, cache_dir
 
 MODULE = "github.com/jaegertracing/jaeger"
@@ -26,7 +23,7 @@ VERSION = "v1.76.0"
 CONFIG = PROJECT_ROOT / "deploy" / "local" / "jaeger" / "config.yaml"
 
 
-class JaegerLaunchError(RuntimeError):
+class JaegerLaunchError(LaunchError):
     pass
 
 
@@ -89,18 +86,8 @@ class LocalJaeger:
                    "JAEGER_QUERY_PORT": str(self.query_port), "JAEGER_QUERY_GRPC_PORT": str(self.query_grpc_port),
                    "JAEGER_HEALTH_PORT": str(self.health_port)}
             self.process.start([str(jaeger_binary()), f"--config=file:{CONFIG}"], env)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.exited_early():
-                raise JaegerLaunchError(f"Jaeger exited during start-up:\n{self.process.log_tail()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.health_port}/status", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise JaegerLaunchError(f"Jaeger did not become healthy:\n{self.process.log_tail()}")
-            time.sleep(0.2)
+        self.process.wait_until(lambda: http_answers(f"http://127.0.0.1:{self.health_port}/status"), timeout,
+                                "Jaeger")
 
     def stop(self) -> bool:
         return self.process.stop(timeout=15.0)

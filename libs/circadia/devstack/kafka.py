@@ -17,7 +17,6 @@ import shutil
 import string
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.processes import LaunchError, ManagedProcess
 from circadia.paths import PROJECT_ROOT, cache_dir, local_dir
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ DEPLOY_DIR = PROJECT_ROOT / "deploy" / "local" / "kafka"
 JAVA_OPTS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true")
 
 
-class KafkaLaunchError(RuntimeError):
+class KafkaLaunchError(LaunchError):
     pass
 
 
@@ -149,18 +148,9 @@ class LocalKafka:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.exited_early():
-                raise KafkaLaunchError(f"Kafka exited during start-up:\n{self.process.log_tail()}")
-            if asyncio.run(broker_answers(self.bootstrap_servers)):  # the real listener, not a proxy
-                return
-            if time.monotonic() > deadline:
-                raise KafkaLaunchError(
-                    f"Kafka did not answer on {self.bootstrap_servers} within {timeout:.0f}s:\n"
-                    f"{self.process.log_tail()}"
-                )
-            time.sleep(0.5)
+        # the real listener, not a proxy the broker may advertise
+        self.process.wait_until(lambda: asyncio.run(broker_answers(self.bootstrap_servers)), timeout,
+                                f"Kafka on {self.bootstrap_servers}", interval=0.5)
 
     def stop(self) -> bool:
         # SIGTERM makes the broker shut down cleanly (flushes, closes the log).

@@ -9,16 +9,13 @@ from __future__ import annotations
 import secrets
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
 
 
-class OpenBaoLaunchError(RuntimeError):
+class OpenBaoLaunchError(LaunchError):
     pass
 
 
@@ -50,18 +47,7 @@ class LocalOpenBao:
         self.process.start([bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}",
                             f"-dev-root-token-id={self.root_token}"], env={"PATH": "/usr/bin:/bin",
                                                                              "HOME": str(self.home)})
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.exited_early():
-                raise OpenBaoLaunchError(f"OpenBao exited during start-up:\n{self.process.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise OpenBaoLaunchError(f"OpenBao not ready:\n{self.process.log_tail()}")
-            time.sleep(0.1)
+        self.process.wait_until(lambda: http_answers(f"{self.url}/v1/sys/health"), timeout, "OpenBao", interval=0.1)
 
     def stop(self) -> bool:
         return self.process.stop(timeout=10.0)

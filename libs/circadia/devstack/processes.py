@@ -6,9 +6,23 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class LaunchError(RuntimeError):
+    """A server of the local stack could not be installed, started or reached."""
+
+
+def http_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when ``url`` answers 200 (a readiness probe)."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False  # not listening yet
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,16 @@ class ManagedProcess:
 
     def exited_early(self) -> bool:
         return self.pid_file.exists() and self.pid() is None
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+        """Poll ``ready`` until it holds; fail with the log's tail if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.exited_early():
+                raise LaunchError(f"{what} exited during start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{what} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(interval)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM the process group, SIGKILL it after ``timeout``; True if something was running."""

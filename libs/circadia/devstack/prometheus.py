@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +11,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
 from circadia.paths import PROJECT_ROOT
 
 INSTALLER = PROJECT_ROOT / "deploy" / "local" / "install-system-packages.sh"
 RULES = PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
-class PrometheusLaunchError(RuntimeError):
+class PrometheusLaunchError(LaunchError):
     pass
 
 
@@ -71,18 +70,7 @@ class LocalPrometheus:
             ], env={"PATH": "/usr/bin:/bin"})
         else:  # running already: pick up the targets of this stack
             httpx.post(f"{self.url}/-/reload", timeout=5)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.exited_early():
-                raise PrometheusLaunchError(f"Prometheus exited during start-up:\n{self.process.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise PrometheusLaunchError(f"Prometheus not ready:\n{self.process.log_tail()}")
-            time.sleep(0.2)
+        self.process.wait_until(lambda: http_answers(f"{self.url}/-/ready"), timeout, "Prometheus")
 
     def stop(self) -> bool:
         return self.process.stop(timeout=15.0)

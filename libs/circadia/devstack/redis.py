@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.processes import LaunchError, ManagedProcess
 from circadia.paths import PROJECT_ROOT
 
 INSTALLER = PROJECT_ROOT / "deploy" / "local" / "install-system-packages.sh"
 
 
-class RedisLaunchError(RuntimeError):
+class RedisLaunchError(LaunchError):
     pass
 
 
@@ -58,13 +57,7 @@ class LocalRedis:
                  "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
                 env={"PATH": "/usr/bin:/bin"},
             )
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self.process.exited_early():
-                raise RedisLaunchError(f"redis-server exited during start-up:\n{self.process.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RedisLaunchError(f"Redis did not answer on {self.url}:\n{self.process.log_tail()}")
-            time.sleep(0.1)
+        self.process.wait_until(self.answers, timeout, f"Redis on {self.url}", interval=0.1)
 
     def answers(self) -> bool:
         client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 from circadia.devkeys import DevIssuer
 from circadia.devstack.jaeger import LocalJaeger
 from circadia.devstack.kafka import LocalKafka
-from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.processes import LaunchError, ManagedProcess
 from circadia.devstack.prometheus import LocalPrometheus
 from circadia.devstack.redis import LocalRedis
 from circadia.paths import local_dir
@@ -27,7 +26,7 @@ from circadia.paths import local_dir
 LOCAL_PROJECT_ID = "circadia-local"
 
 
-class StackError(RuntimeError):
+class StackError(LaunchError):
     pass
 
 
@@ -182,20 +181,15 @@ class LocalStack:
             self._wait(spec, timeout)
 
     def _wait(self, spec: ServiceSpec, timeout: float) -> None:
-        process = self.process(spec.name)
-        deadline = time.monotonic() + timeout
         url = spec.probe(self.ports)
-        while True:
-            if process.exited_early():
-                raise StackError(f"{spec.name} exited during start-up:\n{process.log_tail()}")
+
+        def ready() -> bool:
             try:
-                if spec.accept(httpx.get(url, timeout=2.0)):
-                    return
+                return spec.accept(httpx.get(url, timeout=2.0))
             except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise StackError(f"{spec.name} not ready after {timeout:.0f}s ({url}):\n{process.log_tail()}")
-            time.sleep(0.3)
+                return False  # not listening yet
+
+        self.process(spec.name).wait_until(ready, timeout, f"{spec.name} ({url})", interval=0.3)
 
     def down(self) -> list[str]:
         stopped = [spec.name for spec in reversed(SERVICES) if self.process(spec.name).stop()]

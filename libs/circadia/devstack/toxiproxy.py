@@ -10,21 +10,20 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
 from circadia.paths import cache_dir
 
 MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 VERSION = "v2.12.0"
 
 
-class ToxiproxyError(RuntimeError):
+class ToxiproxyError(LaunchError):
     pass
 
 
@@ -87,18 +86,7 @@ class LocalToxiproxy:
         self.home.mkdir(parents=True, exist_ok=True)
         self.process.start([str(toxiproxy_binary()), "-host", "127.0.0.1", "-port", str(self.port)],
                            env={"PATH": "/usr/bin:/bin"})
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.exited_early():
-                raise ToxiproxyError(f"Toxiproxy exited during start-up:\n{self.process.log_tail()}")
-            try:
-                if httpx.get(f"{self.api}/version", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise ToxiproxyError(f"Toxiproxy not ready:\n{self.process.log_tail()}")
-            time.sleep(0.1)
+        self.process.wait_until(lambda: http_answers(f"{self.api}/version"), timeout, "Toxiproxy", interval=0.1)
 
     def proxy(self, name: str, listen_port: int, upstream: str) -> Proxy:
         listen = f"127.0.0.1:{listen_port}"
