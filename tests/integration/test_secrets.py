@@ -54,12 +54,13 @@ def write(openbao: LocalOpenBao, **values: str) -> None:
 
 def test_vault_is_the_last_source_and_reports_where_secrets_came_from(openbao: LocalOpenBao, approle: tuple,
                                                                       tmp_path: Path) -> None:
-    write(openbao, redis_password="from-vault-123", sentry_dsn="http://k@127.0.0.1:1/1")
+    in_vault = secrets.token_urlsafe(12)  # generated for the run
+    write(openbao, redis_password=in_vault, sentry_dsn="http://k@127.0.0.1:1/1")
     (tmp_path / "sentry_dsn").write_text("http://file@127.0.0.1:1/2")
     vault = VaultKV(VaultSettings(addr=openbao.url, path=SERVICE_PATH, role_id=approle[0], secret_id=approle[1]))
     found = SecretResolver(secrets_dir=tmp_path, vault=vault, environ={}).resolve(
         ["redis_password", "sentry_dsn", "kafka_sasl_password"])
-    assert found["redis_password"].value == "from-vault-123"
+    assert found["redis_password"].value == in_vault
     assert found["redis_password"].source == "vault:secret/circadia/ingest-gateway#redis_password"
     assert found["sentry_dsn"].source.startswith("file:")  # a mounted file wins over Vault
     assert found["kafka_sasl_password"] is None
