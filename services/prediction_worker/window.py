@@ -6,8 +6,8 @@ What it holds
   weighted sum and the weight (minutes) of readings, so means stay exact when merged;
 - device-reported sleep-stage intervals, kept one day beyond the window's start so the
   night that straddles it stays whole;
-- the ``upload_id``s already applied (kept 8 days, longer than the gateway's 7-day
-  idempotency), so a redelivered upload is never counted twice, and those applied but not
+- the ``upload_id``s already applied — the newest ``APPLIED_KEPT`` of the last 8 days — so a
+  redelivered upload is never counted twice, and those applied but not
   yet reflected in a published result (``pending``).
 
 Resampling (method ``minute-resampling/prorated@1``)
@@ -42,6 +42,11 @@ WINDOW_MINUTES = 10_080
 MINUTE_MS = 60_000
 DAY_MINUTES = 1440
 APPLIED_RETENTION_MS = 8 * 24 * 3600 * 1000
+# Redelivery (a worker that died before committing) concerns the last few seconds of uploads,
+# and client retries are caught by the gateway's 7-day ledger; a re-applied upload from the
+# same device also only rewrites its own minutes. So a bounded memory of the newest uploads
+# suffices, and keeps a busy user's window from growing with every upload for 8 days.
+APPLIED_KEPT = 512
 RESAMPLING_METHOD = "minute-resampling/prorated@1"
 MOVEMENT = ("step_count", "activity_count")
 HR_SUM, HR_WEIGHT = "heart_rate_sum", "heart_rate_weight"
@@ -110,7 +115,8 @@ class UserWindow:
         self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
         self.applied[str(upload["upload_id"])] = received_ms
         horizon = max(self.applied.values()) - APPLIED_RETENTION_MS
-        self.applied = {uid: at for uid, at in self.applied.items() if at >= horizon}
+        newest = sorted(self.applied.items(), key=lambda item: item[1])[-APPLIED_KEPT:]
+        self.applied = {uid: at for uid, at in newest if at >= horizon}
         return ApplyReport(samples=len(samples), dropped_too_old=dropped)
 
     def _advance(self, new_end: int) -> None:

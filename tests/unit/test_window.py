@@ -110,6 +110,17 @@ def test_applied_uploads_are_remembered_for_eight_days() -> None:
     assert not window.holds("first") and window.holds("second")
 
 
+def test_only_the_newest_applied_uploads_are_remembered() -> None:
+    from prediction_worker.window import APPLIED_KEPT
+
+    window = UserWindow()
+    for i in range(APPLIED_KEPT + 20):
+        window.apply(upload(sample("step_count", T0, 1, 1), upload_id=f"u{i}",
+                            received=T0 + timedelta(seconds=i)))
+    assert len(window.applied) == APPLIED_KEPT
+    assert not window.holds("u0") and window.holds(f"u{APPLIED_KEPT + 19}")
+
+
 def test_serialisation_round_trips_exactly() -> None:
     window = UserWindow()
     window.apply(upload(sample("step_count", T0, 3, 100.0 / 3), sample("heart_rate", T0, 5, 61.5),
