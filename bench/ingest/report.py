@@ -280,7 +280,7 @@ def render_markdown(outcome: dict[str, Any]) -> str:
     h = outcome.get("gateway_high")
     high = (f"\n  Then {h['duration_s']:g} s more (after {h['warmup_s']:g} s unmeasured) with {h['concurrency']} "
             "devices: more requests at once than\n  the gateway's Redis connection pool holds "
-            "(`CIRCADIA_REDIS_MAX_CONNECTIONS`, 50)." if h else "")
+            "(`CIRCADIA_REDIS_MAX_CONNECTIONS`, 100; a request waits for a free connection)." if h else "")
     return f"""{SECTION}
 
 The ingest gateway (`services/ingest_gateway`, one uvicorn process) under load, against a raw Kafka

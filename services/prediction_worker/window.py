@@ -46,7 +46,7 @@ APPLIED_RETENTION_MS = 8 * 24 * 3600 * 1000
 # and client retries are caught by the gateway's 7-day ledger; a re-applied upload from the
 # same device also only rewrites its own minutes. So a bounded memory of the newest uploads
 # suffices, and keeps a busy user's window from growing with every upload for 8 days.
-APPLIED_KEPT = 512
+APPLIED_KEPT = 128
 RESAMPLING_METHOD = "minute-resampling/prorated@1"
 MOVEMENT = ("step_count", "activity_count")
 HR_SUM, HR_WEIGHT = "heart_rate_sum", "heart_rate_weight"
