@@ -51,16 +51,17 @@ def main() -> None:
 
 def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object) -> None:
     """Rotated secrets without a restart: the Sentry DSN is applied as is; a new Kafka password
-    goes into faust's credentials (every client it creates from now on uses it), and faust's
-    producer and consumer are restarted so their connections authenticate with it."""
+    goes into faust's credentials (every client it creates from now on uses it) and into its live
+    producer's and consumer's clients, so every connection they open from now on authenticates
+    with it. Open connections stay: the broker does not ask them to authenticate again."""
     watcher = SecretWatcher(config.resolver, config.secrets, config.settings.secret_refresh_seconds)
     watcher.on_change("sentry_dsn", dsn_rotation(SERVICE, config.settings.env))
 
     async def rotate_kafka_password(secret: Secret | None) -> None:
         if isinstance(credentials, faust.SASLCredentials):
             credentials.password = secret.value if secret is not None else None
-            await app.producer.restart()
-            await app.consumer.restart()
+            for client in live_kafka_clients(app):
+                set_client_password(client, credentials.password)
 
     watcher.on_change("kafka_sasl_password", rotate_kafka_password)
 
@@ -70,6 +71,26 @@ def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object) ->
     async def start_watching() -> None:
         await watcher.start()
         await audit.start()
+
+
+def live_kafka_clients(app: faust.App) -> list[object]:
+    """The aiokafka clients of faust's producer and of its consumer (which runs in faust's
+    consumer thread; only an attribute is written, never a coroutine run there)."""
+    clients: list[object] = []
+    producer = getattr(app.producer, "_producer", None)
+    if producer is not None:
+        clients.append(producer.client)
+    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    if consumer is not None:
+        clients.append(consumer._client)  # noqa: SLF001  # aiokafka exposes no setter
+    return clients
+
+
+def set_client_password(client: object, password: str | None) -> None:
+    """aiokafka keeps the SASL password on its client and uses it for each new connection."""
+    if not hasattr(client, "_sasl_plain_password"):
+        raise RuntimeError(f"{type(client).__name__} keeps no SASL password: is aiokafka newer than the lock?")
+    client._sasl_plain_password = password  # noqa: SLF001
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ fail clearly with wrong ones, and pick up a rotated password without a restart."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -92,8 +94,12 @@ def test_a_rotated_kafka_password_is_used_without_a_restart(scram_kafka: tuple[L
     kafka.set_scram_password(USER, password)  # back, for the other tests of this module
 
 
-async def test_the_whole_loop_runs_over_sasl_with_file_secrets(scram_kafka: tuple[LocalKafka, str], redis_url: str,
-                                                               tmp_path: Path) -> None:
+async def test_the_whole_loop_runs_over_sasl_and_survives_a_rotation(scram_kafka: tuple[LocalKafka, str],
+                                                                      redis_url: str, tmp_path: Path) -> None:
+    """All three services authenticate with the file secret; after the password is rotated (and
+    the old one refused by the broker) they pick up the new one without a restart. The broker is
+    then restarted, so every client has to authenticate again: a service still holding the old
+    password would fail here, even though its old connections outlived the rotation."""
     kafka, password = scram_kafka
     ports = Ports(kafka=0, kafka_controller=0, redis=0, ingest=free_port(), fanout=free_port(),
                   worker_metrics=free_port())
@@ -101,22 +107,59 @@ async def test_the_whole_loop_runs_over_sasl_with_file_secrets(scram_kafka: tupl
                        admin_kafka=kafka.bootstrap_servers, external_redis=redis_url, observability=False,
                        overrides=(("CIRCADIA_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
                                   ("CIRCADIA_KAFKA_SASL_USERNAME", USER),
+                                  ("CIRCADIA_SECRET_REFRESH_SECONDS", "0.5"),
                                   ("CIRCADIA_WORKER_APP_ID", f"circadia-sasl-{uuid.uuid4().hex[:6]}")))
-    (stack.root / "secrets").mkdir(parents=True)
-    (stack.root / "secrets" / "kafka_sasl_password").write_text(password)
+    secret_file = stack.root / "secrets" / "kafka_sasl_password"
+    secret_file.parent.mkdir(parents=True)
+    secret_file.write_text(password)
+    user = f"sasl-{uuid.uuid4().hex[:6]}"
+    metrics = {"ingest-gateway": f"http://127.0.0.1:{ports.ingest}/metrics",
+               "fanout-gateway": f"http://127.0.0.1:{ports.fanout}/metrics",
+               "prediction-worker": f"http://127.0.0.1:{ports.worker_metrics}/metrics"}
     try:
         await asyncio.to_thread(stack.up, lambda line: None)
-        user = f"sasl-{uuid.uuid4().hex[:6]}"
-        async with connect(f"ws://127.0.0.1:{ports.fanout}/v1/stream") as ws:
-            await ws.send(json.dumps({"type": "auth", "token": stack.issuer.mint(user)}))
-            assert json.loads(await ws.recv())["type"] == "ready"
-            import httpx
+        async with httpx.AsyncClient() as http:
+            await round_trip(stack, ports, http, user)
 
-            async with httpx.AsyncClient() as http:
-                response = await http.post(f"http://127.0.0.1:{ports.ingest}/v1/uploads", json=upload(),
-                                           headers={"Authorization": f"Bearer {stack.issuer.mint(user)}"})
-            assert response.status_code == 202
-            message = json.loads(await asyncio.wait_for(ws.recv(), 60))
-            assert message["type"] == "prediction" and message["prediction"]["user_id"] == user
+            rotated = secrets.token_urlsafe(18)
+            await asyncio.to_thread(kafka.set_scram_password, USER, rotated)
+            secret_file.write_text(rotated)
+            rotated_line = 'circadia_secret_rotations_total{name="kafka_sasl_password"} 1.0'
+            deadline = time.monotonic() + 60
+            pending = dict(metrics)
+            while pending:
+                assert time.monotonic() < deadline, f"never applied the rotated password: {sorted(pending)}"
+                for service, url in list(pending.items()):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if rotated_line in (await http.get(url)).text:
+                            del pending[service]
+                await asyncio.sleep(0.3)
+
+            await asyncio.to_thread(kafka.stop)  # every connection of every client is gone
+            await asyncio.to_thread(kafka.start)
+            await round_trip(stack, ports, http, user, timeout=120)
     finally:
         await asyncio.to_thread(stack.down)
+        await asyncio.to_thread(kafka.set_scram_password, USER, password)  # for the other tests of this module
+
+
+async def round_trip(stack: LocalStack, ports: Ports, http: httpx.AsyncClient, user: str,
+                     timeout: float = 60) -> None:
+    """One upload from the device to the user's socket; retried while the services reconnect."""
+    deadline = time.monotonic() + timeout
+    async with connect(f"ws://127.0.0.1:{ports.fanout}/v1/stream") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": stack.issuer.mint(user)}))
+        while (message := json.loads(await asyncio.wait_for(ws.recv(), timeout)))["type"] != "ready":
+            pass  # the latest prediction or a reset may come first
+        body = upload()
+        while (response := await http.post(f"http://127.0.0.1:{ports.ingest}/v1/uploads", json=body,
+                                           headers={"Authorization": f"Bearer {stack.issuer.mint(user)}"},
+                                           timeout=30)).status_code == 503:
+            assert time.monotonic() < deadline, f"the ingest gateway never recovered: {response.text}"
+            await asyncio.sleep(0.5)
+        assert response.status_code == 202, response.text
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), max(1.0, deadline - time.monotonic())))
+            if message["type"] == "prediction" and body["upload_id"] in message["prediction"]["source_upload_ids"]:
+                assert message["prediction"]["user_id"] == user
+                return
