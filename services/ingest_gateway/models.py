@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -53,9 +54,22 @@ class ValidationRules:
     history: timedelta = timedelta(days=30)
     max_samples: int = 50_000
 
+    @cached_property
+    def earliest(self) -> datetime:
+        return self.now - self.history
+
+    @cached_property
+    def latest(self) -> datetime:
+        return self.now + self.clock_skew
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def _millis(instant: datetime) -> int:
-    return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    """Milliseconds since the epoch, truncated as fastavro stores a ``timestamp-millis``."""
+    delta = instant - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def _rules(info: ValidationInfo) -> ValidationRules:
@@ -87,9 +101,9 @@ class Sample(BaseModel):
     @classmethod
     def _start_within_history(cls, start: datetime, info: ValidationInfo) -> datetime:
         rules = _rules(info)
-        if start < rules.now - rules.history:
+        if start < rules.earliest:
             raise ValueError(f"older than the accepted history of {rules.history.days} days")
-        if start > rules.now + rules.clock_skew:
+        if start > rules.latest:
             raise ValueError("in the future")
         return start
 
@@ -99,8 +113,7 @@ class Sample(BaseModel):
         start = info.data.get("start")
         if start is not None and end < start:
             raise ValueError("end must not be before start")
-        rules = _rules(info)
-        if end > rules.now + rules.clock_skew:
+        if end > _rules(info).latest:
             raise ValueError("in the future")
         return end
 
@@ -176,18 +189,23 @@ class UploadRequest(BaseModel):
     def validate_python(cls, data: Any, rules: ValidationRules) -> UploadRequest:
         return cls.model_validate(data, context=rules)
 
+    @cached_property
+    def sample_records(self) -> list[dict[str, Any]]:
+        """The samples as the Avro record holds them (built once per upload)."""
+        return [sample.to_record() for sample in self.samples]
+
     def digest(self) -> str:
         """SHA-256 of what is stored (instants to the millisecond, offsets, values), so the
-        same upload sent as JSON or Avro, or with other offset spellings, has one digest."""
-        canonical = {
-            "upload_id": str(self.upload_id),
-            "device": self.device.model_dump(),
-            "samples": [
-                {**record, "start": _millis(record["start"]), "end": _millis(record["end"])}
-                for record in (sample.to_record() for sample in self.samples)
-            ],
-        }
-        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+        same upload sent as JSON or Avro, or with other offset spellings, has one digest.
+        One line per sample; its fields come from closed sets or are numbers, so the tab- and
+        newline-separated form is unambiguous (the free-text device fields are JSON-quoted)."""
+        device = self.device
+        digest = hashlib.sha256(json.dumps([str(self.upload_id), device.id, device.model, device.os]).encode())
+        for record in self.sample_records:
+            digest.update(f"\n{record['type']}\t{_millis(record['start'])}\t{_millis(record['end'])}"
+                          f"\t{record['utc_offset_minutes']}\t{record['value']!r}\t{record['stage']}"
+                          f"\t{record['unit']}".encode())
+        return digest.hexdigest()
 
     def to_record(self, user_id: str, received_at: datetime) -> dict[str, Any]:
         return {
@@ -195,5 +213,5 @@ class UploadRequest(BaseModel):
             "user_id": user_id,
             "received_at": received_at,
             "device": self.device.model_dump(),
-            "samples": [sample.to_record() for sample in self.samples],
+            "samples": self.sample_records,
         }

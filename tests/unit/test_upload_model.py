@@ -109,3 +109,32 @@ def test_unknown_top_level_fields_and_bad_ids_are_refused() -> None:
 def test_user_id_may_be_named_but_is_not_trusted() -> None:
     assert parse(body(user_id="ada")).user_id == "ada"
     assert errors(body(user_id=""))[0][0] == ("user_id",)
+
+
+def test_the_digest_follows_what_is_stored_and_nothing_else() -> None:
+    original = body(sample(), sample("sleep_analysis", "asleep_deep", start=9, end=5))
+    digest = parse(original).digest()
+    utc = json.loads(json.dumps(original))
+    for item in utc["samples"]:  # the same instants, spelled in UTC and with sub-millisecond noise
+        for edge in ("start", "end"):
+            instant = datetime.fromisoformat(item[edge]).astimezone(UTC)
+            item[edge] = (instant + timedelta(microseconds=400)).isoformat()
+    assert parse(utc).digest() != digest  # the offset is stored, so it is part of the content
+    same_offset = json.loads(json.dumps(original))
+    for item in same_offset["samples"]:
+        item["start"] = item["start"].replace("+01:00", ".000400+01:00")
+    assert parse(same_offset).digest() == digest  # stored to the millisecond
+    changes = [
+        {"samples": [sample(value=13), original["samples"][1]]},
+        {"samples": [sample(start=11), original["samples"][1]]},
+        {"samples": [sample(end=8), original["samples"][1]]},
+        {"samples": [sample("activity_count"), original["samples"][1]]},
+        {"samples": [original["samples"][1], sample()]},
+        {"samples": [sample(), sample("sleep_analysis", "awake", start=9, end=5)]},
+        {"samples": [sample()]},
+        {"device": {**original["device"], "os": "Android 17"}},
+        {"device": {**original["device"], "id": "d1\tcount"}},
+        {"upload_id": str(uuid.uuid4())},
+    ]
+    digests = {parse({**original, **change}).digest() for change in changes}
+    assert digest not in digests and len(digests) == len(changes)
