@@ -59,15 +59,25 @@ def create_producer(bootstrap_servers: str, *, client_id: str, **overrides: obje
 
 async def topic_partitions(bootstrap_servers: str, topic: str, **security: object) -> list[int]:
     """The partition ids of ``topic``; empty when the topic does not exist."""
+    return (await topic_layout(bootstrap_servers, topic, **security))[1]
+
+
+async def topic_layout(bootstrap_servers: str, topic: str, **security: object) -> tuple[str, list[int]]:
+    """The cluster's id and the partition ids of ``topic`` (empty when it does not exist).
+    Offsets only mean something within one cluster: whoever stores them keys them by its id."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-metadata", **security)
     await admin.start()
     try:
         (description,) = await admin.describe_topics([topic])
+        cluster = await admin.describe_cluster()
     finally:
         await admin.close()
+    cluster_id = cluster.get("cluster_id")
+    if not cluster_id:
+        raise RuntimeError(f"the Kafka cluster at {bootstrap_servers} reported no cluster id")
     if description["error_code"] != 0:
-        return []
-    return sorted(p["partition"] for p in description["partitions"])
+        return str(cluster_id), []
+    return str(cluster_id), sorted(p["partition"] for p in description["partitions"])
 
 
 async def ensure_topics(

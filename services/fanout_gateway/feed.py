@@ -2,9 +2,10 @@
 
 Each replica consumes all partitions without a consumer group and delivers to the users
 connected to it. It starts where the shared history stopped (positions in Redis, advanced
-by every replica after each batch), so a replica that was down — even the only one —
-records what was published meanwhile and a resuming client misses nothing; with no
-recorded position (a new deployment, Redis emptied) it starts at the end.
+by every replica after each batch, kept per Kafka cluster id), so a replica that was down —
+even the only one — records what was published meanwhile and a resuming client misses
+nothing; with no recorded position (a new deployment or cluster, Redis emptied) it starts
+at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from circadia.avro import AvroSchema, SchemaSet
-from circadia.kafka import topic_partitions
+from circadia.kafka import topic_layout
 from circadia.topics import PREDICTIONS
 from fanout_gateway import metrics
 from fanout_gateway.history import HistoryUnavailable
@@ -92,9 +93,14 @@ class PredictionFeed:
                 await consumer.stop()
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        while not (partitions := await topic_partitions(self._bootstrap, PREDICTIONS, **self._security)):
+        while True:
+            cluster_id, partitions = await topic_layout(self._bootstrap, PREDICTIONS, **self._security)
+            if partitions:
+                break
             log.warning("topic not found yet", extra={"topic": PREDICTIONS})
             await asyncio.sleep(self._retry_interval)
+        if self._positions is not None:
+            self._positions.use_cluster(cluster_id)  # positions and history are this cluster's
         assignment = [TopicPartition(PREDICTIONS, p) for p in partitions]
         consumer.assign(assignment)
         await consumer.seek_to_end(*assignment)

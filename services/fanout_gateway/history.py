@@ -1,6 +1,6 @@
 """A bounded history of each user's results in Redis, for resuming after a reconnect.
 
-One Redis stream per user (``circadia:history:{user}``), capped at ``size`` entries and
+One Redis stream per user (``circadia:history:{cluster}:{user}``), capped at ``size`` entries and
 expiring ``ttl`` after the last write, plus an epoch (``...:epoch``) created with the
 stream. Entry ids are the Kafka offset + 1 (all of a user's results share one partition,
 keyed by user id), so every replica writes the same id for the same record and the
@@ -17,6 +17,12 @@ stream still reaches back to the cursor's own entry (its oldest entry is not new
 trimming removes the oldest entries first, so then nothing after the cursor is missing.
 Otherwise the client is told to reset. If Redis loses the stream (restart,
 expiry), the next write creates a new epoch, so old cursors are recognised as stale.
+
+Offsets only mean something within one Kafka cluster, so every key names the cluster's id
+(``use_cluster``, set by the feed once it has asked the broker). A rebuilt cluster, or
+another one sharing the Redis, starts a history of its own: new epochs, so cursors from the
+old one get a reset, and no stale position makes the feed skip records. Until the feed has
+reached Kafka there is no history to read (``HistoryUnavailable``: clients get a reset).
 """
 
 from __future__ import annotations
@@ -68,7 +74,6 @@ for i = 1, #ARGV, 2 do
 end
 return 1
 """
-POSITIONS_KEY = "circadia:fanout:positions"
 
 
 class HistoryUnavailable(Exception):
@@ -108,16 +113,29 @@ class Replay:
 class UserHistory:
     def __init__(self, client: aioredis.Redis, *, size: int, ttl_seconds: int) -> None:
         self._redis = client
+        self._cluster: str | None = None
         self._size = size
         self._ttl = ttl_seconds
         self._append = client.register_script(_APPEND)
         self._advance = client.register_script(_ADVANCE)
 
+    def use_cluster(self, cluster_id: str) -> None:
+        """The Kafka cluster whose offsets this history records (see the module's notes)."""
+        if cluster_id != self._cluster:
+            log.info("history bound to a Kafka cluster", extra={"cluster_id": cluster_id,
+                                                                "previous": self._cluster})
+            self._cluster = cluster_id
+
+    def _namespace(self) -> str:
+        if self._cluster is None:
+            raise HistoryUnavailable("the Kafka cluster is not known yet")
+        return self._cluster
+
     async def positions(self) -> dict[int, int]:
         """Per partition of predictions.v1, the next offset the history has not seen yet
         (shared by every replica: as long as one runs, the history has no gap)."""
         try:
-            stored = await self._redis.hgetall(POSITIONS_KEY)
+            stored = await self._redis.hgetall(f"circadia:fanout:positions:{self._namespace()}")
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
         return {int(partition): int(offset) for partition, offset in stored.items()}
@@ -126,14 +144,13 @@ class UserHistory:
         if not next_offsets:
             return
         try:
-            await self._advance(keys=[POSITIONS_KEY],
+            await self._advance(keys=[f"circadia:fanout:positions:{self._namespace()}"],
                                 args=[v for p, o in next_offsets.items() for v in (p, o)])
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
 
-    @staticmethod
-    def _keys(user_id: str) -> tuple[str, str, str]:
-        base = f"circadia:history:{user_id}"
+    def _keys(self, user_id: str) -> tuple[str, str, str]:
+        base = f"circadia:history:{self._namespace()}:{user_id}"
         return base, base + ":epoch", base + ":sources"
 
     def _args(self, entry: Appended) -> list[str | int]:
