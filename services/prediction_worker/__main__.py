@@ -9,7 +9,7 @@ from circadia.audit import ConfigAudit
 from circadia.avro import SchemaSet
 from circadia.config import ServiceConfig, load
 from circadia.errors import dsn_rotation
-from circadia.logs import JsonFormatter
+from circadia.logs import JsonFormatter, RepeatThrottle
 from circadia.secrets import Secret, SecretWatcher
 from circadia.tracing import configure_tracing
 from prediction_worker.app import ModelStage, NoModel, broker_credentials, build_app
@@ -40,7 +40,9 @@ def main() -> None:
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {"json": {"()": JsonFormatter, "service": SERVICE}},
-            "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+            "filters": {"throttle": {"()": RepeatThrottle}},
+            "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                    "filters": ["throttle"]}},
             "root": {"handlers": ["stderr"], "level": settings.log_level},
         },
         redirect_stdouts=False,
