@@ -11,17 +11,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import prometheus_client
 import redis.asyncio as aioredis
 from opentelemetry import trace
-from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from circadia.audit import ConfigAudit
 from circadia.auth import CertificateSource, FirebaseTokenVerifier, InvalidTokenError
@@ -305,7 +308,27 @@ def create_app(gateway: Gateway) -> Starlette:
                                        "ratelimit-remaining", "ratelimit-reset"], max_age=600),
         ],
     )
-    # probes and scrapes are not worth a trace each (the instrumentation reads this variable)
-    os.environ.setdefault("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", "healthz,readyz,metrics")
-    StarletteInstrumentor.instrument_app(app)
+    instrument(app)
     return app
+
+
+UNTRACED = "healthz,readyz,metrics,openapi.json"  # probes and scrapes are not worth a trace each
+
+
+def instrument(app: Starlette, tracer_provider: TracerProvider | None = None) -> None:
+    """One SERVER span per request, named ``<method> <route>`` (OpenTelemetry's ASGI middleware).
+    The middleware's INTERNAL spans for every ASGI message sent and received are left out:
+    they add four or more spans to each upload's trace and tell an operator nothing.
+    ``OTEL_PYTHON_STARLETTE_EXCLUDED_URLS`` replaces the list of untraced paths."""
+    excluded = os.environ.get("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", UNTRACED)
+    app.add_middleware(OpenTelemetryMiddleware, excluded_urls=excluded, default_span_details=_span_details,
+                       exclude_spans=["receive", "send"], tracer_provider=tracer_provider)
+
+
+def _span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    method = scope.get("method", "")
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return f"{method} {route.path}", {HTTP_ROUTE: route.path}
+    return method, {}  # unknown paths: no route, and no raw path in the span name
