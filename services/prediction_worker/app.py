@@ -28,7 +28,6 @@ from circadia.avro import AvroSchema, SchemaSet
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
 from circadia.tracing import context_from_headers
 from prediction_worker import metrics
-from prediction_worker.consumer import RebalanceSafeConsumer
 from prediction_worker.results import ModelOutcome, build_prediction
 from prediction_worker.settings import WorkerSettings
 from prediction_worker.window import StateFormatError, UserWindow
@@ -303,8 +302,6 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
         broker_session_timeout=settings.worker_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 3),
     )
-
-    app.transport.Consumer = RebalanceSafeConsumer  # type: ignore[misc]  # see prediction_worker.consumer
 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",

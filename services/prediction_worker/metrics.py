@@ -19,10 +19,6 @@ MODEL_DURATION = Histogram(
     "circadia_worker_model_duration_seconds", "PAT encoder forward pass for one user-week.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-RECORDS_REREAD = Counter(
-    "circadia_worker_records_reread_total",
-    "Events acknowledged around a rebalance and left uncommitted, so they are read again.",
-)
 PREDICTIONS = Counter("circadia_worker_predictions_total", "Predictions published.")
 PUBLISH_FAILURES = Counter(
     "circadia_worker_publish_failures_total", "Results kept pending because publishing failed."
