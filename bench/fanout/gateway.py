@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives import serialization
 
 from circadia.avro import SchemaSet
 from circadia.devkeys import PRIVATE_KEY_FILE
-from circadia.devstack.kafka import KafkaLaunchError
 from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import create_producer, ensure_topics
 from circadia.topics import PREDICTIONS
@@ -95,15 +94,7 @@ class CircadiaGateway:
     async def setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.stack.redis.start)
-        for attempt in range(3):
-            try:
-                await asyncio.to_thread(self.stack.kafka.start)
-                break
-            except KafkaLaunchError as exc:
-                # The launcher's random cluster id starts with "-" one time in 64, and the
-                # storage tool then reads it as an option; a new attempt draws a new id.
-                if "--cluster-id" not in str(exc) or attempt == 2:
-                    raise
+        await asyncio.to_thread(self.stack.kafka.start)
         await ensure_topics(self.stack.bootstrap_servers)
         # linger 0: the record leaves at once, so the publish path adds no batching delay
         self._producer = create_producer(self.stack.bootstrap_servers, client_id="bench-fanout", linger_ms=0)

@@ -4,10 +4,11 @@ docs/benchmarks.md (replaced in place on re-runs; other sections are left as the
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.common import replace_section
 
 SECTION = "## Fan-out"
 O1_TARGET = 1.2
@@ -211,12 +212,4 @@ O(1) check — server CPU per delivery at N = {checks[0]['high']:,} over N = {ch
 
 
 def update_docs(path: Path, section: str) -> None:
-    """Replace the Fan-out section (up to the next ``## `` heading) or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    section = section.rstrip() + "\n"
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, SECTION, section)

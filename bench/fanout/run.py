@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:  # also runnable as ``python bench/fanout/run.py``
 
 import numpy as np  # noqa: E402
 
+from bench.common import reporter, run_loop  # noqa: E402
 from bench.fanout import centrifugo as centrifugo_module  # noqa: E402
 from bench.fanout.centrifugo import Centrifugo  # noqa: E402
 from bench.fanout.gateway import CircadiaGateway, free_port  # noqa: E402
@@ -323,20 +324,10 @@ def main(argv: list[str] | None = None) -> None:
                         rate=args.rate, messages=args.messages, burst=args.burst, idle_seconds=args.idle_seconds,
                         connect_concurrency=args.connect_concurrency, deflate=args.deflate or "both")
 
-    began = time.monotonic()
-
-    def report(line: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {line}", file=sys.stderr, flush=True)
-
+    report = reporter()
     # aiokafka logs an error for every refused connection while the broker is still starting
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-    try:
-        import uvloop
-    except ImportError:
-        outcome = asyncio.run(run(work, args.systems.split(","), args.gomaxprocs, report))
-    else:
-        outcome = uvloop.run(run(work, args.systems.split(","), args.gomaxprocs, report))
+    outcome = run_loop(run(work, args.systems.split(","), args.gomaxprocs, report))
 
     outcome["command"] = " ".join([".venv/bin/python -m bench.fanout.run",
                                    *(argv if argv is not None else sys.argv[1:])])

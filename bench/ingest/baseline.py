@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import run_loop
 from bench.ingest.load import emit
 from bench.ingest.stats import Recorder
 from bench.ingest.workload import Uploads
@@ -105,9 +106,4 @@ async def main(spec_path: str) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main(sys.argv[1]))
-    else:
-        uvloop.run(main(sys.argv[1]))
+    run_loop(main(sys.argv[1]))

@@ -42,6 +42,7 @@ import aiohttp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.common import run_loop
 from bench.ingest.stats import Recorder, percentiles
 from bench.ingest.workload import Uploads
 
@@ -345,9 +346,4 @@ async def main(spec_path: str) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main(sys.argv[1]))
-    else:
-        uvloop.run(main(sys.argv[1]))
+    run_loop(main(sys.argv[1]))

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.common import replace_section
+
 SECTION = "## Ingest load and soak"
 THROUGHPUT_TARGET = 0.5  # gateway uploads/s over the raw producer's records/s
 RSS_TARGET_PERCENT = 5.0
@@ -351,12 +353,4 @@ Warnings and errors in the services' logs over the run (most frequent first):
 
 
 def update_docs(path: Path, section: str) -> None:
-    """Replace the section (up to the next ``## `` heading) or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    section = section.rstrip() + "\n"
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, SECTION, section)

@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # also runnable as ``python bench/ingest/run.py``
     sys.path.insert(0, str(REPO))
 
+from bench.common import reporter, run_loop  # noqa: E402
 from bench.fanout.measure import cpu_seconds, machine, package_version, rss_kib  # noqa: E402
 from bench.ingest.report import render_markdown, render_text, update_docs  # noqa: E402
 from bench.ingest.stack import FANOUT, INGEST, WORKER, IngestStack  # noqa: E402
@@ -425,19 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     if max(opts.concurrency, opts.high_concurrency, opts.users) > 250 * 250:
         raise SystemExit("--concurrency, --high-concurrency, --users: at most 62,500 (one loopback address each)")
 
-    began = time.monotonic()
-
-    def report(line: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {line}", file=sys.stderr, flush=True)
-
+    report = reporter()
     # aiokafka logs an error for every refused connection while the broker is still starting
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        import uvloop
-    except ImportError:
-        outcome = asyncio.run(run(opts, report, args.keep))
-    else:
-        outcome = uvloop.run(run(opts, report, args.keep))
+    outcome = run_loop(run(opts, report, args.keep))
     outcome["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     saved = RESULTS_DIR / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from circadia.devstack.kafka import KafkaLaunchError
 from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import ensure_topics
 from circadia.topics import HEALTH_SAMPLES, TOPICS
@@ -73,15 +72,7 @@ class IngestStack:
     async def setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.stack.redis.start)
-        for attempt in range(3):
-            try:
-                await asyncio.to_thread(self.stack.kafka.start)
-                break
-            except KafkaLaunchError as exc:
-                # the launcher's random cluster id starts with "-" one time in 64, and the
-                # storage tool then reads it as an option; a new attempt draws a new id
-                if "--cluster-id" not in str(exc) or attempt == 2:
-                    raise
+        await asyncio.to_thread(self.stack.kafka.start)
         await ensure_topics(self.bootstrap_servers)
         await asyncio.to_thread(self.stack.start_service, INGEST, timeout=120.0)
 
