@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from circadia.topics import HEALTH_SAMPLES
+
 RECORDS = Counter(
     "circadia_worker_records_total",
     "health.samples.v1 records handled, by outcome (applied, duplicate, dead_lettered).",
@@ -39,7 +41,13 @@ CONSUMER_LAG = Gauge(
 ASSIGNED_PARTITIONS = Gauge(
     "circadia_worker_assigned_partitions", "Partitions of health.samples.v1 assigned to this worker."
 )
+OFFSET_GAPS = Counter(
+    "circadia_worker_offset_gaps_total",
+    "Offsets the consumer jumped over without delivering them (records never processed), by topic.",
+    ["topic"],
+)
 
 # Known label values start at zero, so dashboards and alerts see a series before the first event.
 for _outcome in ("applied", "duplicate", "dead_lettered"):
     RECORDS.labels(_outcome)
+OFFSET_GAPS.labels(HEALTH_SAMPLES)

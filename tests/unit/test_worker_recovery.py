@@ -1,0 +1,115 @@
+"""After a rebalance the worker seeks its stream partitions before it resumes them.
+
+faust's own recovery resumes the partitions first: records fetched during the seek reach
+the agents' queues, which resuming flow control then clears, and they are never read
+again. These tests run both recoveries against a consumer that records what happens.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from faust.tables.recovery import Recovery
+from faust.types import TP
+
+from circadia.avro import SchemaSet
+from circadia.topics import HEALTH_SAMPLES
+from prediction_worker.app import WINDOWS_TABLE, build_app
+from prediction_worker.recovery import SeekFirstRecovery, SeekFirstTableManager
+from prediction_worker.settings import WorkerSettings
+
+GENERATION = 7
+
+
+class RecordingConsumer:
+    """The consumer calls recovery makes, in order, with what was resumed when the seek ran."""
+
+    def __init__(self, app: faust.App, assignment: set[TP]) -> None:
+        self._app = app
+        self._assignment = assignment
+        self.calls: list[str] = []
+        self.resumed: set[TP] = set()
+        self.resumed_during_seek: set[TP] | None = None
+        self.flow_control_active_during_seek: bool | None = None
+
+    def assignment(self) -> set[TP]:
+        return set(self._assignment)
+
+    def resume_partitions(self, tps: set[TP]) -> None:
+        self.calls.append("resume_partitions")
+        self.resumed |= set(tps)
+
+    async def perform_seek(self) -> None:
+        self.calls.append("perform_seek")
+        self.resumed_during_seek = set(self.resumed)
+        self.flow_control_active_during_seek = self._app.flow_control.is_active()
+
+    def resume_flow(self) -> None:
+        self.calls.append("resume_flow")
+
+
+@pytest.fixture
+def app(tmp_path: Any) -> faust.App:
+    settings = WorkerSettings(worker_app_id="recovery-test", worker_data_dir=tmp_path,
+                              kafka_bootstrap_servers="127.0.0.1:1")
+    return build_app(settings, SchemaSet.load())
+
+
+async def recover(app: faust.App, recovery: Recovery, monkeypatch: pytest.MonkeyPatch) -> RecordingConsumer:
+    stream = {TP(HEALTH_SAMPLES, 0), TP(HEALTH_SAMPLES, 3)}
+    changelog = {TP(f"recovery-test-{WINDOWS_TABLE}-changelog", 0)}
+    consumer = RecordingConsumer(app, stream | changelog)
+    monkeypatch.setattr(app, "_consumer", consumer)
+    monkeypatch.setattr(app, "consumer_generation_id", GENERATION)
+
+    async def fetcher_started() -> None:
+        consumer.calls.append("fetcher")
+
+    monkeypatch.setitem(app.__dict__, "_fetcher", SimpleNamespace(maybe_start=fetcher_started))
+    app.flow_control.suspend()  # as during a rebalance
+    await recovery.on_recovery_completed(GENERATION)
+    return consumer
+
+
+async def test_the_worker_seeks_while_its_stream_partitions_are_paused(app: faust.App,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    recovery = app.tables.recovery
+    assert isinstance(app.tables, SeekFirstTableManager)
+    assert isinstance(recovery, SeekFirstRecovery)
+
+    consumer = await recover(app, recovery, monkeypatch)
+
+    assert consumer.calls == ["perform_seek", "resume_partitions", "resume_flow", "fetcher"]
+    assert consumer.resumed_during_seek == set()
+    assert consumer.flow_control_active_during_seek is False
+    assert consumer.resumed == {TP(HEALTH_SAMPLES, 0), TP(HEALTH_SAMPLES, 3)}  # changelogs stay paused
+    assert app.flow_control.is_active()
+    assert recovery.completed.is_set()
+
+
+async def test_no_partition_is_resumed_when_the_group_rebalanced_again(app: faust.App,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    recovery = app.tables.recovery
+    consumer = RecordingConsumer(app, {TP(HEALTH_SAMPLES, 0)})
+    monkeypatch.setattr(app, "_consumer", consumer)
+    monkeypatch.setattr(app, "consumer_generation_id", GENERATION + 1)
+    app.flow_control.suspend()
+
+    await recovery.on_recovery_completed(GENERATION)
+
+    assert consumer.calls == []
+    assert not app.flow_control.is_active()
+    assert not recovery.completed.is_set()
+
+
+async def test_faust_own_recovery_resumes_the_partitions_before_it_seeks(app: faust.App,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why SeekFirstRecovery exists. If this fails, faust changed the order: check whether
+    prediction_worker.recovery is still needed."""
+    consumer = await recover(app, Recovery(app, app.tables), monkeypatch)
+
+    assert consumer.calls.index("resume_partitions") < consumer.calls.index("perform_seek")
+    assert consumer.resumed_during_seek == {TP(HEALTH_SAMPLES, 0), TP(HEALTH_SAMPLES, 3)}
