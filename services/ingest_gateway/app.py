@@ -41,7 +41,7 @@ from circadia.idempotency import (
     UploadLedger,
 )
 from circadia.kafka import client_security
-from circadia.ratelimit import RateDecision, RateLimit, redis_limiter
+from circadia.ratelimit import RateDecision, RateLimit
 from circadia.redis_client import connection_pool, password_rotation, redis_answers
 from circadia.secrets import SecretWatcher
 from circadia.topics import HEALTH_SAMPLES
@@ -83,7 +83,6 @@ class Gateway:
         schemas = schemas or SchemaSet.load()
         pool = connection_pool(settings, password=config.secret("redis_password"))
         redis = aioredis.Redis(connection_pool=pool)
-        limiter = redis_limiter(settings.redis_url, pool)
         produce_timeout = settings.ingest_produce_timeout_seconds
         publisher = UploadPublisher(settings.kafka_bootstrap_servers, produce_timeout=produce_timeout,
                                     security=client_security(config))
@@ -106,8 +105,8 @@ class Gateway:
             # a pending claim outlives the longest produce, so a live request is never overtaken
             ledger=UploadLedger(redis, ttl_seconds=settings.ingest_idempotency_ttl_seconds,
                                 pending_seconds=2 * produce_timeout + 5, wait_seconds=produce_timeout + 1),
-            user_limit=RateLimit("ingest-user", settings.ingest_rate_limit_per_user, limiter),
-            ip_limit=RateLimit("ingest-ip", settings.ingest_rate_limit_per_ip, limiter),
+            user_limit=RateLimit("ingest-user", settings.ingest_rate_limit_per_user, redis),
+            ip_limit=RateLimit("ingest-ip", settings.ingest_rate_limit_per_ip, redis),
             secrets=watcher,
             audit=ConfigAudit(config),
         )
