@@ -74,7 +74,8 @@ class Uploads:
         samples = []
         for i in range(self.samples):
             begin = start + timedelta(minutes=i)
-            samples.append({"type": "step_count", "start": begin, "end": begin + timedelta(minutes=1),
+            start_ms = int(begin.timestamp()) * 1000  # whole minutes: exact
+            samples.append({"type": "step_count", "start": start_ms, "end": start_ms + 60_000,
                             "utc_offset_minutes": 0, "value": float(randint(0, MAX_STEPS)), "stage": None,
                             "unit": "count"})
         upload_id = str(uuid.uuid4())

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
 from pydantic import (
@@ -22,10 +22,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictStr,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import InitErrorDetails
 
 SampleType = Literal["step_count", "activity_count", "heart_rate", "sleep_analysis"]
 SLEEP_STAGES = ("in_bed", "asleep_core", "asleep_deep", "asleep_rem", "asleep_unspecified", "awake")
@@ -62,6 +64,14 @@ class ValidationRules:
     def latest(self) -> datetime:
         return self.now + self.clock_skew
 
+    @cached_property
+    def earliest_ms(self) -> int:
+        return _millis(self.earliest)
+
+    @cached_property
+    def latest_ms(self) -> int:
+        return _millis(self.latest)
+
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -70,6 +80,11 @@ def _millis(instant: datetime) -> int:
     """Milliseconds since the epoch, truncated as fastavro stores a ``timestamp-millis``."""
     delta = instant - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _plain_steps(value: Any) -> bool:
+    """A step count that needs no closer look: a number from 0 to the per-minute maximum."""
+    return value.__class__ in (int, float) and 0 <= value <= MAX_STEPS_PER_MINUTE
 
 
 def _rules(info: ValidationInfo) -> ValidationRules:
@@ -86,8 +101,8 @@ class Device(BaseModel):
 
 
 class Sample(BaseModel):
-    """One measurement over [start, end). Fields are validated in order, so later checks
-    can rely on the earlier fields."""
+    """One measurement over [start, end). pydantic checks the shape and the types; the
+    domain rules (:meth:`problems`) run afterwards, for the whole upload in one pass."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,69 +112,36 @@ class Sample(BaseModel):
     value: SampleValue
     unit: StrictStr
 
-    @field_validator("start")
-    @classmethod
-    def _start_within_history(cls, start: datetime, info: ValidationInfo) -> datetime:
-        rules = _rules(info)
-        if start < rules.earliest:
-            raise ValueError(f"older than the accepted history of {rules.history.days} days")
-        if start > rules.latest:
-            raise ValueError("in the future")
-        return start
-
-    @field_validator("end")
-    @classmethod
-    def _end_after_start(cls, end: datetime, info: ValidationInfo) -> datetime:
-        start = info.data.get("start")
-        if start is not None and end < start:
-            raise ValueError("end must not be before start")
-        if end > _rules(info).latest:
-            raise ValueError("in the future")
-        return end
-
-    @field_validator("value")
-    @classmethod
-    def _value_fits_type(cls, value: Any, info: ValidationInfo) -> float | str:
-        kind = info.data.get("type")
+    def problems(self, start_ms: int, end_ms: int, rules: ValidationRules) -> list[tuple[str, str]]:
+        """The domain rules this sample breaks, as (field, reason); instants in epoch milliseconds."""
+        found = []
+        if start_ms < rules.earliest_ms:
+            found.append(("start", f"older than the accepted history of {rules.history.days} days"))
+        elif start_ms > rules.latest_ms:
+            found.append(("start", "in the future"))
+        if end_ms < start_ms:
+            found.append(("end", "end must not be before start"))
+        elif end_ms > rules.latest_ms:
+            found.append(("end", "in the future"))
+        kind, value = self.type, self.value
         if kind == "sleep_analysis":
             if value not in SLEEP_STAGES:
-                raise ValueError(f"must be a sleep stage: {', '.join(SLEEP_STAGES)}")
-            return str(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("must be a number")
-        number = float(value)
-        if not math.isfinite(number) or number < 0:
-            raise ValueError("must be a finite, non-negative number")
-        if kind == "heart_rate" and not HEART_RATE_RANGE[0] <= number <= HEART_RATE_RANGE[1]:
-            raise ValueError(f"heart rate must be within {HEART_RATE_RANGE[0]:g}-{HEART_RATE_RANGE[1]:g} count/min")
-        if kind == "step_count":
-            start, end = info.data.get("start"), info.data.get("end")
-            if start is not None and end is not None:
-                minutes = max(1.0, (end - start).total_seconds() / 60)
-                if number / minutes > MAX_STEPS_PER_MINUTE:
-                    raise ValueError(f"more than {MAX_STEPS_PER_MINUTE:g} steps per minute")
-        return number
-
-    @field_validator("unit")
-    @classmethod
-    def _unit_fits_type(cls, unit: str, info: ValidationInfo) -> str:
-        kind = info.data.get("type")
-        if kind is not None and unit != UNITS[kind]:
-            raise ValueError(f"unit of {kind} must be {UNITS[kind]!r}")
-        return unit
-
-    def to_record(self) -> dict[str, Any]:
-        offset = self.start.utcoffset()
-        numeric = self.type != "sleep_analysis"
-        return {
-            "type": self.type,
-            "start": self.start,
-            "end": self.end,
-            "utc_offset_minutes": int(offset.total_seconds() // 60) if offset else 0,
-            "value": float(self.value) if numeric else None,
-            "stage": None if numeric else self.value,
-            "unit": self.unit,
-        }
+                found.append(("value", f"must be a sleep stage: {', '.join(SLEEP_STAGES)}"))
+        elif value.__class__ is bool or not isinstance(value, int | float):
+            found.append(("value", "must be a number"))
+        elif not math.isfinite(value) or value < 0:
+            found.append(("value", "must be a finite, non-negative number"))
+        elif kind == "heart_rate":
+            if not HEART_RATE_RANGE[0] <= value <= HEART_RATE_RANGE[1]:
+                found.append(("value", f"heart rate must be within {HEART_RATE_RANGE[0]:g}-"
+                                       f"{HEART_RATE_RANGE[1]:g} count/min"))
+        elif kind == "step_count" and value > MAX_STEPS_PER_MINUTE:
+            minutes = max(1.0, (end_ms - start_ms) / 60_000)
+            if value / minutes > MAX_STEPS_PER_MINUTE:
+                found.append(("value", f"more than {MAX_STEPS_PER_MINUTE:g} steps per minute"))
+        if self.unit != UNITS[kind]:
+            found.append(("unit", f"unit of {kind} must be {UNITS[kind]!r}"))
+        return found
 
 
 class UploadRequest(BaseModel):
@@ -183,16 +165,50 @@ class UploadRequest(BaseModel):
 
     @classmethod
     def validate_json(cls, body: bytes | str, rules: ValidationRules) -> UploadRequest:
-        return cls.model_validate_json(body, context=rules)
+        return cls.model_validate_json(body, context=rules)._checked(rules)
 
     @classmethod
     def validate_python(cls, data: Any, rules: ValidationRules) -> UploadRequest:
-        return cls.model_validate(data, context=rules)
+        return cls.model_validate(data, context=rules)._checked(rules)
+
+    def _checked(self, rules: ValidationRules | None) -> UploadRequest:
+        """Apply the domain rules to every sample and build the samples' Avro records, in one
+        pass. Rule errors are pydantic errors, like the type errors, each naming its field."""
+        errors: list[InitErrorDetails] = []
+        records = []
+        for index, sample in enumerate(self.samples):
+            start_ms, end_ms = _millis(sample.start), _millis(sample.end)
+            if rules is not None and (
+                    start_ms < rules.earliest_ms or end_ms > rules.latest_ms or end_ms < start_ms
+                    or sample.type != "step_count" or sample.unit != "count" or not _plain_steps(sample.value)):
+                problems = sample.problems(start_ms, end_ms, rules)
+                if problems:
+                    errors.extend({"type": "value_error", "loc": ("samples", index, where),
+                                   "input": getattr(sample, where), "ctx": {"error": reason}}
+                                  for where, reason in problems)
+                    continue
+            offset = sample.start.utcoffset()
+            numeric = sample.type != "sleep_analysis"
+            records.append({
+                "type": sample.type,
+                "start": start_ms,
+                "end": end_ms,
+                "utc_offset_minutes": int(offset.total_seconds() // 60) if offset else 0,
+                "value": float(sample.value) if numeric else None,
+                "stage": None if numeric else sample.value,
+                "unit": sample.unit,
+            })
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        self.__dict__["sample_records"] = records
+        return self
 
     @cached_property
     def sample_records(self) -> list[dict[str, Any]]:
-        """The samples as the Avro record holds them (built once per upload)."""
-        return [sample.to_record() for sample in self.samples]
+        """The samples as the Avro record holds them, instants in epoch milliseconds (built once
+        per upload, while the rules are checked)."""
+        self._checked(None)  # a model built without validate_json/validate_python
+        return cast(list[dict[str, Any]], self.__dict__["sample_records"])
 
     def digest(self) -> str:
         """SHA-256 of what is stored (instants to the millisecond, offsets, values), so the
@@ -202,7 +218,7 @@ class UploadRequest(BaseModel):
         device = self.device
         digest = hashlib.sha256(json.dumps([str(self.upload_id), device.id, device.model, device.os]).encode())
         for record in self.sample_records:
-            digest.update(f"\n{record['type']}\t{_millis(record['start'])}\t{_millis(record['end'])}"
+            digest.update(f"\n{record['type']}\t{record['start']}\t{record['end']}"
                           f"\t{record['utc_offset_minutes']}\t{record['value']!r}\t{record['stage']}"
                           f"\t{record['unit']}".encode())
         return digest.hexdigest()

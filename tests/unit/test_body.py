@@ -82,10 +82,8 @@ def test_gzip_failures(raw: bytes, encoding: str, status: int) -> None:
 def test_avro_and_json_bodies_yield_the_same_upload() -> None:
     body = json_body()
     from_json = parse(json.dumps(body).encode())
-    sample = from_json.samples[0]
     request = {"upload_id": body["upload_id"], "user_id": None, "device": body["device"],
-               "samples": [{**sample.to_record(), "start": sample.start.astimezone(UTC),
-                            "end": sample.end.astimezone(UTC)}]}
+               "samples": from_json.sample_records}
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, REQUEST.parsed, request)
     from_avro = parse(buffer.getvalue(), AVRO)
@@ -95,10 +93,10 @@ def test_avro_and_json_bodies_yield_the_same_upload() -> None:
 
 def test_avro_with_trailing_bytes_is_422() -> None:
     body = json_body()
-    sample = parse(json.dumps(body).encode()).samples[0]
+    records = parse(json.dumps(body).encode()).sample_records
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, REQUEST.parsed, {
-        "upload_id": body["upload_id"], "user_id": None, "device": body["device"], "samples": [sample.to_record()]})
+        "upload_id": body["upload_id"], "user_id": None, "device": body["device"], "samples": records})
     with pytest.raises(Rejection) as error:
         parse(buffer.getvalue() + b"\x00", AVRO)
     assert error.value.status == 422 and error.value.reason == "invalid_avro"
@@ -183,5 +181,7 @@ def test_every_accepted_upload_encodes_with_the_topic_schema(chosen: list[dict])
     record = upload.to_record("user", NOW)
     decoded = SCHEMAS.decode(UPLOAD.encode(record), UPLOAD.headers(), UPLOAD)
     assert [s["value"] for s in decoded["samples"]] == [s["value"] for s in record["samples"]]
+    assert [s["start"] for s in decoded["samples"]] == [  # epoch milliseconds, read back as UTC instants
+        datetime.fromtimestamp(s["start"] / 1000, UTC) for s in record["samples"]]
     assert [s["start"] for s in decoded["samples"]] == [
-        s["start"].replace(microsecond=s["start"].microsecond // 1000 * 1000) for s in record["samples"]]
+        sample.start.replace(microsecond=sample.start.microsecond // 1000 * 1000) for sample in upload.samples]
