@@ -28,7 +28,7 @@ from circadia.avro import AvroSchema, SchemaSet
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
 from circadia.tracing import context_from_headers
 from prediction_worker import metrics
-from prediction_worker.consumer import GapReportingConsumer
+from prediction_worker.consumer import SafeConsumer
 from prediction_worker.recovery import SeekFirstTableManager
 from prediction_worker.results import ModelOutcome, build_prediction
 from prediction_worker.settings import WorkerSettings
@@ -306,7 +306,7 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
         TableManager=SeekFirstTableManager,  # see prediction_worker.recovery
     )
 
-    app.transport.Consumer = GapReportingConsumer  # type: ignore[misc]  # see prediction_worker.consumer
+    app.transport.Consumer = SafeConsumer  # type: ignore[misc]  # see prediction_worker.consumer
 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",

@@ -1,32 +1,88 @@
-"""faust's Kafka consumer, reporting records it skipped.
+"""faust's Kafka consumer, made safe around rebalances and watched for skipped records.
 
-When the offsets the consumer delivers jump (``offset > previous + 1``), faust counts the
-offsets in between as acknowledged, so they are committed as if processed. On a compacted
-or transactional topic that is right; health.samples.v1 is neither (idempotent producers,
-no transactions, deletion by retention only), so a jump means records that were never
-processed: an upload answered 202 with no result. faust's own behaviour is kept (the
-commit goes on), and each jump is logged as an error and counted in
-``circadia_worker_offset_gaps_total``, which the ``CircadiaWorkerSkippedRecords`` alert watches.
+faust runs aiokafka in a thread of its own and asks it for the records of the partitions
+it considers active: a live set that recovery changes while a fetch is waiting. aiokafka
+reads an empty set as "every partition". During a rebalance, once recovery has paused the
+changelogs as well as the stream partitions, a fetch that was waiting returned records of
+the paused stream partitions; faust dropped them as inactive, but aiokafka's position had
+already moved past them, undoing the seek to the committed offsets that recovery had just
+made. Those uploads, answered 202, were never processed. Here the consumer thread gives
+such records back: a partition that is not active when the fetch returns is sought back
+to the first record it returned, in the same step, so nothing moves its position but
+delivery.
+
+Skipped records are also looked for directly: for each partition of a stream topic the
+consumer knows the next offset it must deliver (the committed offset after a seek, then
+one past each record delivered). A record beyond it means records were skipped. On
+health.samples.v1 (not compacted, no transactions) that is an upload that will never be
+processed, so each jump is logged as an error with its offsets and counted in
+``circadia_worker_offset_gaps_total``, which the ``CircadiaWorkerSkippedRecords`` alert
+watches.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from faust.transport.drivers.aiokafka import Consumer
-from faust.types import TP
+import aiokafka
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
+from faust.types import TP, Message
 
 from prediction_worker import metrics
 
 log = logging.getLogger(__name__)
 
 
-class GapReportingConsumer(Consumer):
-    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        # faust passes the first missing offset and the offset just delivered
-        skipped = offset_to - offset_from
-        if skipped > 0:
-            metrics.OFFSET_GAPS.labels(tp.topic).inc(skipped)
+class GiveBackConsumerThread(AIOKafkaConsumerThread):
+    async def _fetch_records(self, consumer: aiokafka.AIOKafkaConsumer, active_partitions: set[TP],
+                             timeout: float | None = None, max_records: int | None = None) -> dict[TP, list[Any]]:
+        records = dict(await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                                    max_records=max_records))
+        if active_partitions is None:  # a client-only app fetches every partition
+            return records
+        for tp in [tp for tp in records if tp not in active_partitions]:
+            returned = records.pop(tp)
+            if returned:
+                consumer.seek(tp, returned[0].offset)  # no await since the fetch: nothing moved it
+                log.info("records of a paused partition given back, to be fetched again", extra={
+                    "topic": tp.topic, "partition": tp.partition, "offset": returned[0].offset})
+        return records
+
+
+class SafeConsumer(Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_offset: dict[TP, int] = {}
+        deliver: Callable[[Message], Awaitable[Any]] = self.callback
+
+        async def delivering(message: Message) -> Any:
+            self._check_contiguous(message)
+            return await deliver(message)
+
+        self.callback = delivering
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return GiveBackConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        # faust sets each sought partition's read offset to its committed offset (None if none)
+        self._next_offset = {tp: offset for tp, offset in list(self._read_offset.items()) if offset is not None}
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._next_offset.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def _check_contiguous(self, message: Message) -> None:
+        tp = message.tp
+        if tp.topic in self.app.tables.changelog_topics:  # compacted: gaps are normal
+            return
+        expected = self._next_offset.get(tp)
+        if expected is not None and message.offset > expected:
+            metrics.OFFSET_GAPS.labels(tp.topic).inc(message.offset - expected)
             log.error("records skipped: offsets were never delivered to the stream", extra={
-                "topic": tp.topic, "partition": tp.partition, "first": offset_from, "last": offset_to - 1})
-        await super()._add_gap(tp, offset_from, offset_to)
+                "topic": tp.topic, "partition": tp.partition, "first": expected, "last": message.offset - 1})
+        self._next_offset[tp] = message.offset + 1

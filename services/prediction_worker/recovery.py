@@ -10,15 +10,17 @@ counts as acknowledged: an upload answered 202 would never be processed, and its
 would be committed.
 
 Here the seek comes first, while the stream partitions are still paused, and the
-partitions are resumed in the same step as flow control, with no await in between. Every
-record of a stream partition is then fetched from the committed offset after the queues
-were cleared. Records processed before the rebalance but not committed are read again;
+partitions are resumed in the same step as flow control, with no await in between. A
+fetch that returns records of the paused partitions during the seek gives them back
+(``prediction_worker.consumer``), so every record of a stream partition is fetched from
+the committed offset after the queues were cleared. Records processed before the rebalance but not committed are read again;
 the worker drops them by their ``upload_id``.
 
 Only ``on_recovery_completed`` changes, and only in that order. The path faust takes for an
 app without tables (``Recovery._resume_streams``) has the same order, but the worker always
-has its windows table. ``tests/unit/test_worker_recovery.py`` pins the faust code this
-replaces, so an upgrade of faust fails there until this is checked again.
+has its windows table. ``tests/unit/test_worker_recovery.py`` checks that faust's own
+recovery still has the old order, so an upgrade of faust that changes it fails there
+until this is checked again.
 """
 
 from __future__ import annotations
