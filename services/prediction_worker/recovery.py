@@ -13,8 +13,8 @@ Here the seek comes first, while the stream partitions are still paused, and the
 partitions are resumed in the same step as flow control, with no await in between. A
 fetch that returns records of the paused partitions during the seek gives them back
 (``prediction_worker.consumer``), so every record of a stream partition is fetched from
-the committed offset after the queues were cleared. Records processed before the rebalance but not committed are read again;
-the worker drops them by their ``upload_id``.
+the committed offset after the queues were cleared. Records processed before the
+rebalance but not committed are read again; the worker drops them by their ``upload_id``.
 
 Only ``on_recovery_completed`` changes, and only in that order. The path faust takes for an
 app without tables (``Recovery._resume_streams``) has the same order, but the worker always
