@@ -189,7 +189,9 @@ async def test_with_weights_configured_results_carry_the_pat_embedding(stack: Lo
     stack.process(WORKER).stop()
     stack.start_service(WORKER, CIRCADIA_WORKER_PAT_WEIGHTS_PATH=str(weights))
     user = f"franklin-{RUN}"
-    start = MORNING - timedelta(days=6)
+    # a full week that ends a minute ago (a week ending at MORNING + 1 day would lie in the
+    # future before 09:00 UTC, and the gateway refuses samples from the future)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=7, minutes=1)
     body = {"upload_id": str(uuid.uuid4()), "device": {"id": "gt3x", "model": "GT3X+", "os": "fw 4"},
             "samples": [{"type": "activity_count", "start": (start + timedelta(minutes=m)).isoformat(),
                          "end": (start + timedelta(minutes=m + 1)).isoformat(),
