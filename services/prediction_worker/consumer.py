@@ -11,13 +11,15 @@ such records back: a partition that is not active when the fetch returns is soug
 to the first record it returned, in the same step, so nothing moves its position but
 delivery.
 
-Skipped records are also looked for directly: for each partition of a stream topic the
-consumer knows the next offset it must deliver (the committed offset after a seek, then
-one past each record delivered). A record beyond it means records were skipped. On
-health.samples.v1 (not compacted, no transactions) that is an upload that will never be
-processed, so each jump is logged as an error with its offsets and counted in
+Skipped records are also looked for directly: for each partition of health.samples.v1
+the consumer knows the next offset it must hand to the streams (the committed offset after
+a seek, then one past each record handed over). A record beyond it means records were
+skipped: the topic is not compacted and has no transactions, so those are uploads that
+will never be processed. Each jump is logged as an error with its offsets and counted in
 ``circadia_worker_offset_gaps_total``, which the ``CircadiaWorkerSkippedRecords`` alert
-watches.
+watches. What this does not see: records handed over and then lost before processing (a
+cleared queue, as in ``prediction_worker.recovery``), and a skip before the first record
+of a partition that has no committed offset yet.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import aiokafka
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP, Message
 
+from circadia.topics import HEALTH_SAMPLES
 from prediction_worker import metrics
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,9 @@ class GiveBackConsumerThread(AIOKafkaConsumerThread):
 
 
 class SafeConsumer(Consumer):
+    #: topics whose offsets must be contiguous (not compacted, no transactions)
+    contiguous_topics = frozenset({HEALTH_SAMPLES})
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._next_offset: dict[TP, int] = {}
@@ -74,11 +80,20 @@ class SafeConsumer(Consumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self._next_offset.pop(tp, None)
+        self._buffered_partitions.difference_update(revoked)
         await super().on_partitions_revoked(revoked)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        """A full stream buffer drained: faust makes the partition active again, even when it
+        was paused meanwhile (a rebalance). A paused partition stays paused here."""
+        if tp in self._paused_partitions:
+            self._buffered_partitions.discard(tp)
+            return
+        super().on_buffer_drop(tp)
 
     def _check_contiguous(self, message: Message) -> None:
         tp = message.tp
-        if tp.topic in self.app.tables.changelog_topics:  # compacted: gaps are normal
+        if tp.topic not in self.contiguous_topics:
             return
         expected = self._next_offset.get(tp)
         if expected is not None and message.offset > expected:

@@ -16,9 +16,15 @@ fetch that returns records of the paused partitions during the seek gives them b
 the committed offset after the queues were cleared. Records processed before the
 rebalance but not committed are read again; the worker drops them by their ``upload_id``.
 
-Only ``on_recovery_completed`` changes, and only in that order. The path faust takes for an
-app without tables (``Recovery._resume_streams``) has the same order, but the worker always
-has its windows table. ``tests/unit/test_worker_recovery.py`` checks that faust's own
+Only ``on_recovery_completed`` changes: the order; a second check after the seek that the
+group has not rebalanced meanwhile (then the next recovery resumes the partitions); and a
+seek that times out stops the worker instead of leaving the partitions paused. The path
+faust takes for an app without tables (``Recovery._resume_streams``) has the old order, but
+the worker always has its windows table.
+
+This recovery and the worker's consumer go together. In faust's order the active set is
+not empty during the seek; here it can be, and only the consumer's give-back keeps a
+waiting fetch from undoing the seek. ``tests/unit/test_worker_recovery.py`` checks that faust's own
 recovery still has the old order, so an upgrade of faust that changes it fails there
 until this is checked again.
 """
@@ -50,7 +56,14 @@ class SeekFirstRecovery(Recovery):
         assignment = consumer.assignment()
         if assignment:
             self.log.info("Seek stream partitions to committed offsets.")
-            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            timeout = self.app.conf.broker_request_timeout
+            try:
+                await self._wait(asyncio.wait_for(consumer.perform_seek(), timeout))
+            except TimeoutError:
+                # the stream partitions are still paused: rather than sit idle, the worker stops
+                # (logged with the cause) and is restarted, and a new rebalance seeks again
+                await self.app.crash(TimeoutError(f"seeking to the committed offsets took over {timeout:g} s"))
+                return
         if self.app.consumer_generation_id != generation_id:  # rebalanced during the seek
             self.log.warning("Recovery rebalancing again during the seek")
             return
