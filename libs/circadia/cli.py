@@ -87,6 +87,20 @@ def _dlq(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(stack: LocalStack, args: argparse.Namespace) -> int:
+    from circadia.offsets import RewindRefused, rewind
+    from circadia.topics import HEALTH_SAMPLES
+
+    try:
+        before = asyncio.run(rewind(stack.bootstrap_servers, args.group, HEALTH_SAMPLES, args.partition, args.offset))
+    except RewindRefused as refused:
+        print(f"not rewound: {refused}", file=sys.stderr)
+        return 1
+    print(f"{args.group}: {HEALTH_SAMPLES}[{args.partition}] committed offset {before} -> {args.offset}; "
+          "the worker reads from there when it starts")
+    return 0
+
+
 SETTINGS = {"ingest-gateway": ("ingest_gateway.settings", "IngestSettings"),
             "prediction-worker": ("prediction_worker.settings", "WorkerSettings"),
             "fanout-gateway": ("fanout_gateway.settings", "FanoutSettings")}
@@ -205,11 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     dlq.add_argument("--since", help="only dead letters at or after this time (ISO 8601 with offset); "
                                      "replay then resends them even if replayed before")
     dlq.set_defaults(run=_dlq)
+    worker = commands.add_parser("worker", help="rewind the worker to process skipped uploads (worker stopped)")
+    worker.add_argument("action", choices=["rewind"])
+    worker.add_argument("--partition", type=int, required=True, help="partition of health.samples.v1")
+    worker.add_argument("--offset", type=int, required=True, help="first offset to process again")
+    worker.add_argument("--group", default="circadia-prediction-worker",
+                        help="the worker's consumer group (CIRCADIA_WORKER_APP_ID)")
+    worker.set_defaults(run=_worker)
     args = parser.parse_args(argv)
     # Start-up probes expect refused connections and report failures themselves.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stack = LocalStack.default()
-    if args.command in ("init", "dlq") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if args.command in ("init", "dlq", "worker") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         stack = LocalStack(stack.root, external_kafka=os.environ["KAFKA_BOOTSTRAP_SERVERS"])
     return int(args.run(stack, args))
 
