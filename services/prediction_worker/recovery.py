@@ -61,7 +61,7 @@ class SeekFirstRecovery(Recovery):
                 await self._wait(asyncio.wait_for(consumer.perform_seek(), timeout))
             except TimeoutError:
                 # the stream partitions are still paused: rather than sit idle, the worker stops
-                # (logged with the cause) and is restarted, and a new rebalance seeks again
+                # (logged with the cause, exit status 1); started again, it seeks again
                 await self.app.crash(TimeoutError(f"seeking to the committed offsets took over {timeout:g} s"))
                 return
         if self.app.consumer_generation_id != generation_id:  # rebalanced during the seek
