@@ -90,13 +90,15 @@ def _dlq(stack: LocalStack, args: argparse.Namespace) -> int:
 def _worker(stack: LocalStack, args: argparse.Namespace) -> int:
     from circadia.offsets import RewindRefused, rewind
     from circadia.topics import HEALTH_SAMPLES
+    from prediction_worker.settings import WorkerSettings
 
+    group = args.group or WorkerSettings.model_fields["worker_app_id"].default
     try:
-        before = asyncio.run(rewind(stack.bootstrap_servers, args.group, HEALTH_SAMPLES, args.partition, args.offset))
+        before = asyncio.run(rewind(stack.bootstrap_servers, group, HEALTH_SAMPLES, args.partition, args.offset))
     except RewindRefused as refused:
         print(f"not rewound: {refused}", file=sys.stderr)
         return 1
-    print(f"{args.group}: {HEALTH_SAMPLES}[{args.partition}] committed offset {before} -> {args.offset}; "
+    print(f"{group}: {HEALTH_SAMPLES}[{args.partition}] committed offset {before} -> {args.offset}; "
           "the worker reads from there when it starts")
     return 0
 
@@ -223,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("action", choices=["rewind"])
     worker.add_argument("--partition", type=int, required=True, help="partition of health.samples.v1")
     worker.add_argument("--offset", type=int, required=True, help="first offset to process again")
-    worker.add_argument("--group", default="circadia-prediction-worker",
-                        help="the worker's consumer group (CIRCADIA_WORKER_APP_ID)")
+    worker.add_argument("--group", help="the worker's consumer group (default: CIRCADIA_WORKER_APP_ID's default)")
     worker.set_defaults(run=_worker)
     args = parser.parse_args(argv)
     # Start-up probes expect refused connections and report failures themselves.

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 
 from circadia.avro import header
 from circadia.kafka import create_producer, topic_partitions
+from circadia.offsets import commit_offsets, committed_offsets
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
 
 REPLAY_GROUP = "circadia-dlq-replay"
@@ -82,33 +82,8 @@ async def _starts(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], 
         return {tp: found[tp].offset if found[tp] is not None else ends[tp] for tp in partitions}
     if group is None:
         return beginnings
-    committed = await _committed(bootstrap_servers, group, partitions)
+    committed = await committed_offsets(bootstrap_servers, group, partitions)
     return {tp: committed.get(tp, beginnings[tp]) for tp in partitions}
-
-
-async def _committed(bootstrap_servers: str, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        positions = {}
-        for tp in partitions:
-            offset = await consumer.committed(tp)
-            if offset is not None:
-                positions[tp] = offset
-        return positions
-    finally:
-        await consumer.stop()
-
-
-async def _commit(bootstrap_servers: str, group: str, offsets: dict[TopicPartition, int]) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(offsets))  # commits need an assignment, not a group membership
-        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
-    finally:
-        await consumer.stop()
 
 
 async def list_dead_letters(bootstrap_servers: str, *, since: datetime | None = None,
@@ -135,7 +110,7 @@ async def replay(bootstrap_servers: str, *, since: datetime | None = None, group
     finally:
         await producer.stop()
         if progress:
-            await _commit(bootstrap_servers, group, progress)
+            await commit_offsets(bootstrap_servers, group, progress)
     return replayed
 
 

@@ -1,4 +1,5 @@
-"""Moving a consumer group's committed offset back, so skipped records are processed.
+"""A consumer group's committed offsets, read and written without joining the group; and
+moving the worker's offset back, so records it skipped are processed.
 
 When the worker reports skipped offsets (``circadia_worker_offset_gaps_total``, the
 ``CircadiaWorkerSkippedRecords`` alert, an error log naming topic, partition and offsets),
@@ -9,11 +10,41 @@ forward (that would skip records) or before the first record the topic still hol
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from circadia.kafka import topic_partitions
+
+
+@asynccontextmanager
+async def group_offsets(bootstrap_servers: str, group: str,
+                        partitions: list[TopicPartition]) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of ``group`` assigned ``partitions``: it reads and commits the group's offsets
+    without joining the group (a commit is refused while the group has members)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap_servers: str, group: str,
+                            partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The group's committed offsets; partitions without one are left out."""
+    async with group_offsets(bootstrap_servers, group, partitions) as consumer:
+        committed = {tp: await consumer.committed(tp) for tp in partitions}
+    return {tp: offset for tp, offset in committed.items() if offset is not None}
+
+
+async def commit_offsets(bootstrap_servers: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    async with group_offsets(bootstrap_servers, group, list(offsets)) as consumer:
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
 
 
 class RewindRefused(Exception):
@@ -25,10 +56,7 @@ async def rewind(bootstrap_servers: str, group: str, topic: str, partition: int,
     tp = TopicPartition(topic, partition)
     if partition not in await topic_partitions(bootstrap_servers, topic):
         raise RewindRefused(f"{topic} has no partition {partition}")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign([tp])  # a commit needs an assignment; with members in the group it is refused
+    async with group_offsets(bootstrap_servers, group, [tp]) as consumer:
         committed = await consumer.committed(tp)
         first = (await consumer.beginning_offsets([tp]))[tp]
         if committed is not None and offset > committed:
@@ -41,5 +69,3 @@ async def rewind(bootstrap_servers: str, group: str, topic: str, partition: int,
             raise RewindRefused(f"the group {group} refused the commit ({type(exc).__name__}): "
                                 "stop every worker of the group first") from exc
         return committed
-    finally:
-        await consumer.stop()

@@ -131,11 +131,14 @@ class UserHistory:
             raise HistoryUnavailable("the Kafka cluster is not known yet")
         return self._cluster
 
+    def _positions_key(self) -> str:
+        return f"circadia:fanout:positions:{self._namespace()}"
+
     async def positions(self) -> dict[int, int]:
         """Per partition of predictions.v1, the next offset the history has not seen yet
         (shared by every replica: as long as one runs, the history has no gap)."""
         try:
-            stored = await self._redis.hgetall(f"circadia:fanout:positions:{self._namespace()}")
+            stored = await self._redis.hgetall(self._positions_key())
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
         return {int(partition): int(offset) for partition, offset in stored.items()}
@@ -144,7 +147,7 @@ class UserHistory:
         if not next_offsets:
             return
         try:
-            await self._advance(keys=[f"circadia:fanout:positions:{self._namespace()}"],
+            await self._advance(keys=[self._positions_key()],
                                 args=[v for p, o in next_offsets.items() for v in (p, o)])
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -80,11 +80,6 @@ def _millis(instant: datetime) -> int:
     """Milliseconds since the epoch, truncated as fastavro stores a ``timestamp-millis``."""
     delta = instant - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def _plain_steps(value: Any) -> bool:
-    """A step count that needs no closer look: a number from 0 to the per-minute maximum."""
-    return value.__class__ in (int, float) and 0 <= value <= MAX_STEPS_PER_MINUTE
 
 
 def _rules(info: ValidationInfo) -> ValidationRules:
@@ -171,22 +166,23 @@ class UploadRequest(BaseModel):
     def validate_python(cls, data: Any, rules: ValidationRules) -> UploadRequest:
         return cls.model_validate(data, context=rules)._checked(rules)
 
-    def _checked(self, rules: ValidationRules | None) -> UploadRequest:
-        """Apply the domain rules to every sample and build the samples' Avro records, in one
-        pass. Rule errors are pydantic errors, like the type errors, each naming its field."""
+    def _checked(self, rules: ValidationRules) -> UploadRequest:
+        self.__dict__["sample_records"] = self._records(rules)  # sample_records, already built
+        return self
+
+    def _records(self, rules: ValidationRules | None) -> list[dict[str, Any]]:
+        """The samples as Avro records, and with ``rules``, every sample's domain rules checked in
+        the same pass. Rule errors are pydantic errors, like the type errors, each naming its field."""
         errors: list[InitErrorDetails] = []
         records = []
         for index, sample in enumerate(self.samples):
             start_ms, end_ms = _millis(sample.start), _millis(sample.end)
-            if rules is not None and (
-                    start_ms < rules.earliest_ms or end_ms > rules.latest_ms or end_ms < start_ms
-                    or sample.type != "step_count" or sample.unit != "count" or not _plain_steps(sample.value)):
-                problems = sample.problems(start_ms, end_ms, rules)
-                if problems:
-                    errors.extend({"type": "value_error", "loc": ("samples", index, where),
-                                   "input": getattr(sample, where), "ctx": {"error": reason}}
-                                  for where, reason in problems)
-                    continue
+            problems = sample.problems(start_ms, end_ms, rules) if rules is not None else []
+            if problems:
+                errors.extend({"type": "value_error", "loc": ("samples", index, where),
+                               "input": getattr(sample, where), "ctx": {"error": reason}}
+                              for where, reason in problems)
+                continue
             offset = sample.start.utcoffset()
             numeric = sample.type != "sleep_analysis"
             records.append({
@@ -200,15 +196,13 @@ class UploadRequest(BaseModel):
             })
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
-        self.__dict__["sample_records"] = records
-        return self
+        return records
 
     @cached_property
     def sample_records(self) -> list[dict[str, Any]]:
         """The samples as the Avro record holds them, instants in epoch milliseconds (built once
-        per upload, while the rules are checked)."""
-        self._checked(None)  # a model built without validate_json/validate_python
-        return cast(list[dict[str, Any]], self.__dict__["sample_records"])
+        per upload: by validate_json/validate_python while they check the rules, else here)."""
+        return self._records(None)
 
     def digest(self) -> str:
         """SHA-256 of what is stored (instants to the millisecond, offsets, values), so the

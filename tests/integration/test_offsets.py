@@ -8,20 +8,14 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from circadia.offsets import RewindRefused, rewind
+from circadia.offsets import RewindRefused, committed_offsets, rewind
 from circadia.topics import HEALTH_SAMPLES
 
 PARTITION = TopicPartition(HEALTH_SAMPLES, 2)
 
 
 async def committed(bootstrap: str, group: str) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign([PARTITION])
-        return await consumer.committed(PARTITION)
-    finally:
-        await consumer.stop()
+    return (await committed_offsets(bootstrap, group, [PARTITION])).get(PARTITION)
 
 
 async def end_after_producing(bootstrap: str, count: int) -> int:

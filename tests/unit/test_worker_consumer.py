@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,22 +12,14 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import Message
 
-from circadia.avro import SchemaSet
 from circadia.topics import HEALTH_SAMPLES
 from prediction_worker import metrics
-from prediction_worker.app import WINDOWS_TABLE, build_app
 from prediction_worker.consumer import GiveBackConsumerThread, SafeConsumer
-from prediction_worker.settings import WorkerSettings
+from tests.unit.conftest import APP_ID, CHANGELOG_TOPIC
 
 P1, P3 = TP(HEALTH_SAMPLES, 1), TP(HEALTH_SAMPLES, 3)
-CHANGELOG = TP(f"consumer-test-{WINDOWS_TABLE}-changelog", 3)
+CHANGELOG = TP(CHANGELOG_TOPIC, 3)
 
-
-@pytest.fixture
-def app(tmp_path: Path) -> faust.App:
-    settings = WorkerSettings(worker_app_id="consumer-test", worker_data_dir=tmp_path,
-                              kafka_bootstrap_servers="127.0.0.1:1")
-    return build_app(settings, SchemaSet.load())
 
 
 class FakeAiokafka:
@@ -114,7 +105,7 @@ async def test_after_a_seek_every_delivered_offset_must_follow_the_last(
 
     with caplog.at_level(logging.ERROR, logger="prediction_worker.consumer"):
         for tp, offset in [(P1, 13), (P1, 14), (P3, 14), (P3, 15), (P1, 14), (P1, 15), (CHANGELOG, 40),
-                           (TP(HEALTH_SAMPLES, 5), 90), (TP("consumer-test-__assignor-__leader", 0), 9)]:
+                           (TP(HEALTH_SAMPLES, 5), 90), (TP(f"{APP_ID}-__assignor-__leader", 0), 9)]:
             consumer._check_contiguous(message(tp, offset))
 
     # P3 was sought to 12, and 14 came first: 12 and 13 were skipped. Reading again (P1 14) is

@@ -16,11 +16,9 @@ import pytest
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
-from circadia.avro import SchemaSet
 from circadia.topics import HEALTH_SAMPLES
-from prediction_worker.app import WINDOWS_TABLE, build_app
 from prediction_worker.recovery import SeekFirstRecovery, SeekFirstTableManager
-from prediction_worker.settings import WorkerSettings
+from tests.unit.conftest import CHANGELOG_TOPIC
 
 GENERATION = 7
 
@@ -55,19 +53,13 @@ class RecordingConsumer:
         self.calls.append("resume_flow")
 
 
-@pytest.fixture
-def app(tmp_path: Any) -> faust.App:
-    settings = WorkerSettings(worker_app_id="recovery-test", worker_data_dir=tmp_path,
-                              kafka_bootstrap_servers="127.0.0.1:1")
-    return build_app(settings, SchemaSet.load())
-
 
 STREAM = {TP(HEALTH_SAMPLES, 0), TP(HEALTH_SAMPLES, 3)}
 
 
 async def recover(app: faust.App, recovery: Recovery, monkeypatch: pytest.MonkeyPatch,
                   seek: Any = None) -> RecordingConsumer:
-    changelog = {TP(f"recovery-test-{WINDOWS_TABLE}-changelog", 0)}
+    changelog = {TP(CHANGELOG_TOPIC, 0)}
     consumer = RecordingConsumer(app, STREAM | changelog, seek)
     monkeypatch.setattr(app, "_consumer", consumer)
     monkeypatch.setattr(app, "consumer_generation_id", GENERATION)
