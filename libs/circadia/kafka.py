@@ -2,6 +2,7 @@
 
 Every producer is idempotent with ``acks=all``: a send completes only after the broker
 has durably acknowledged the record, which is what lets the ingest gateway answer 202.
+Producers compress their batches with zstd (measured against lz4 in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
@@ -18,6 +20,10 @@ from circadia.config import ServiceConfig
 from circadia.topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
+
+COMPRESSION = "zstd"
+# the client-side bound of one request; the topics' max.message.bytes are the real limits
+PRODUCER_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 class TopicLayoutError(RuntimeError):
@@ -50,6 +56,8 @@ def create_producer(bootstrap_servers: str, *, client_id: str, **overrides: obje
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
+        "compression_type": COMPRESSION,
+        "max_request_size": PRODUCER_MAX_REQUEST_BYTES,
         "request_timeout_ms": 10_000,
         "retry_backoff_ms": 200,
     }
@@ -78,6 +86,25 @@ async def topic_layout(bootstrap_servers: str, topic: str, **security: object) -
     if description["error_code"] != 0:
         return str(cluster_id), []
     return str(cluster_id), sorted(p["partition"] for p in description["partitions"])
+
+
+async def topic_max_message_bytes(bootstrap_servers: str, topic: str, **security: object) -> int:
+    """The largest record batch ``topic`` accepts: its ``max.message.bytes``, as the broker
+    reports it (the topic's own setting, else the broker's ``message.max.bytes``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="circadia-limits", **security)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})])
+    finally:
+        await admin.close()
+    for error_code, message, _type, _name, entries in response.resources:
+        if error_code != 0:
+            raise for_code(error_code)(f"describing topic {topic}: {message}")
+        for name, value, *_ in entries:
+            if name == "max.message.bytes":
+                return int(value)
+    raise RuntimeError(f"the broker reported no max.message.bytes for topic {topic}")
 
 
 async def ensure_topics(

@@ -10,6 +10,14 @@ HEALTH_SAMPLES_DLQ = "health.samples.dlq.v1"
 CONFIG_AUDIT = "config.audit.v1"
 
 DAY_MS = 24 * 60 * 60 * 1000
+MIB = 1024 * 1024
+
+# The largest record batch each topic accepts (``max.message.bytes``; the broker's default is
+# about 1 MiB). An upload at the gateway's documented limits (50,000 samples) is about 2.2 MB
+# of Avro before compression, so health.samples.v1 accepts 4 MiB and the ingest gateway
+# checks at start-up that its limits fit (ingest_gateway.limits). The dead-letter topic holds
+# the same records plus error headers.
+SAMPLES_MAX_MESSAGE_BYTES = 4 * MIB
 
 
 @dataclass(frozen=True)
@@ -25,24 +33,27 @@ TOPICS: tuple[TopicSpec, ...] = (
         HEALTH_SAMPLES,
         partitions=6,
         doc="Accepted uploads (io.circadia.health.HealthUpload), key = user id.",
-        config={"retention.ms": str(14 * DAY_MS), "min.insync.replicas": "1"},
+        config={"retention.ms": str(14 * DAY_MS), "min.insync.replicas": "1",
+                "max.message.bytes": str(SAMPLES_MAX_MESSAGE_BYTES)},
     ),
     TopicSpec(
         PREDICTIONS,
         partitions=6,
         doc="Worker results (io.circadia.prediction.Prediction), key = user id.",
-        config={"retention.ms": str(7 * DAY_MS), "min.insync.replicas": "1"},
+        config={"retention.ms": str(7 * DAY_MS), "min.insync.replicas": "1",
+                "max.message.bytes": str(1 * MIB)},
     ),
     TopicSpec(
         HEALTH_SAMPLES_DLQ,
         partitions=1,
         doc="health.samples.v1 records the worker could not process, original bytes plus error headers.",
-        config={"retention.ms": str(30 * DAY_MS)},
+        config={"retention.ms": str(30 * DAY_MS),
+                "max.message.bytes": str(SAMPLES_MAX_MESSAGE_BYTES + 64 * 1024)},
     ),
     TopicSpec(
         CONFIG_AUDIT,
         partitions=1,
         doc="Each service start's configuration and its changes (io.circadia.audit.ConfigChange), key = service.",
-        config={"retention.ms": str(400 * DAY_MS)},
+        config={"retention.ms": str(400 * DAY_MS), "max.message.bytes": str(1 * MIB)},
     ),
 )

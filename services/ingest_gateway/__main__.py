@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
 import uvicorn
 
 from circadia.config import load
@@ -20,9 +24,14 @@ def main() -> None:
     configure_tracing(SERVICE)
     settings.start_error_reporting(SERVICE, config.secrets)
     trusted = settings.ingest_trusted_proxies
-    uvicorn.run(create_app(Gateway.from_config(config)), host=settings.ingest_host,
+    # Kafka reached only after start-up, with a topic that cannot hold the uploads the limits
+    # allow: stop as if the start had failed (the supervisor shows the one message)
+    gateway = Gateway.from_config(config, on_fatal=lambda problem: os.kill(os.getpid(), signal.SIGTERM))
+    uvicorn.run(create_app(gateway), host=settings.ingest_host,
                 port=settings.ingest_port, log_config=None, ws="none", lifespan="on", server_header=False,
                 proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
+    if gateway.publisher.fatal is not None:
+        sys.exit(f"ingest-gateway: refusing to run: {gateway.publisher.fatal}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from starlette.routing import Match, Route
 
 from circadia.audit import ConfigAudit
 from circadia.auth import CertificateSource, FirebaseTokenVerifier, InvalidTokenError
-from circadia.avro import AvroSchema, AvroValidationError, SchemaSet
+from circadia.avro import AvroSchema, SchemaSet
 from circadia.config import ServiceConfig
 from circadia.errors import dsn_rotation
 from circadia.http import HardenedResponses
@@ -47,17 +48,17 @@ from circadia.secrets import SecretWatcher
 from circadia.topics import HEALTH_SAMPLES
 from circadia.tracing import current_trace_id
 from ingest_gateway import metrics
-from ingest_gateway.body import BodyLimits, media_type, parse_upload, read_limited
+from ingest_gateway.body import BodyLimits, media_type, read_limited
 from ingest_gateway.errors import Rejection
-from ingest_gateway.models import UploadRequest, ValidationRules
-from ingest_gateway.publisher import BrokerUnavailable, UploadPublisher
+from ingest_gateway.limits import max_samples_within, upload_record_bound
+from ingest_gateway.models import ValidationRules
+from ingest_gateway.prepare import BodyToPrepare, ParsersBusy, PreparedUpload, Schemas, UploadParsers
+from ingest_gateway.publisher import BrokerUnavailable, LimitMismatch, RecordRefused, UploadPublisher
 from ingest_gateway.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-UPLOAD_SCHEMA = "io.circadia.health.HealthUpload"
-REQUEST_SCHEMA = "io.circadia.health.UploadRequest"
 CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
@@ -68,8 +69,8 @@ class Gateway:
     settings: IngestSettings
     verifier: FirebaseTokenVerifier
     publisher: UploadPublisher
+    parsers: UploadParsers
     upload_schema: AvroSchema
-    request_schema: AvroSchema
     redis: aioredis.Redis
     ledger: UploadLedger
     user_limit: RateLimit
@@ -78,14 +79,19 @@ class Gateway:
     audit: ConfigAudit
 
     @classmethod
-    def from_config(cls, config: ServiceConfig, schemas: SchemaSet | None = None) -> Gateway:
+    def from_config(cls, config: ServiceConfig, schemas: SchemaSet | None = None,
+                    on_fatal: Callable[[LimitMismatch], None] | None = None) -> Gateway:
+        """``on_fatal``: called when Kafka, reached after start-up, turns out unable to hold the
+        uploads the gateway's limits allow (the service's ``__main__`` stops the process)."""
         settings: IngestSettings = config.settings
-        schemas = schemas or SchemaSet.load()
+        prepared = Schemas.of(schemas or SchemaSet.load())
         pool = connection_pool(settings, password=config.secret("redis_password"))
         redis = aioredis.Redis(connection_pool=pool)
         produce_timeout = settings.ingest_produce_timeout_seconds
-        publisher = UploadPublisher(settings.kafka_bootstrap_servers, produce_timeout=produce_timeout,
-                                    security=client_security(config))
+        metrics.UPLOAD_BOUND.set(upload_record_bound(settings.ingest_max_samples))
+        publisher = UploadPublisher(settings.kafka_bootstrap_servers, topic=HEALTH_SAMPLES,
+                                    max_samples=settings.ingest_max_samples, produce_timeout=produce_timeout,
+                                    security=client_security(config), on_fatal=on_fatal)
         # rotated secrets are applied where they are used, without a restart
         watcher = SecretWatcher(config.resolver, config.secrets, settings.secret_refresh_seconds)
         watcher.on_change("redis_password", password_rotation(pool))
@@ -99,8 +105,10 @@ class Gateway:
                 clock_skew=settings.auth_clock_skew_seconds,
             ),
             publisher=publisher,
-            upload_schema=schemas[UPLOAD_SCHEMA],
-            request_schema=schemas[REQUEST_SCHEMA],
+            parsers=UploadParsers(prepared, workers=settings.ingest_parse_workers,
+                                  offload_bytes=settings.ingest_parse_offload_bytes,
+                                  queue_limit=settings.ingest_parse_queue),
+            upload_schema=prepared.upload,
             redis=redis,
             # a pending claim outlives the longest produce, so a live request is never overtaken
             ledger=UploadLedger(redis, ttl_seconds=settings.ingest_idempotency_ttl_seconds,
@@ -149,21 +157,27 @@ class UploadHandler:
         media_type(request.headers.get("content-type"))  # 415 before reading the body
         raw = await read_limited(request.stream(), request.headers.get("content-length"),
                                  self._limits.max_bytes)
-        upload = parse_upload(raw, content_type=request.headers.get("content-type"),
-                              content_encoding=request.headers.get("content-encoding"),
-                              limits=self._limits, rules=self._rules(), avro_schema=self._g.request_schema)
-        if upload.user_id is not None and upload.user_id != user_id:
+        upload = await self._prepare(BodyToPrepare(
+            raw, content_type=request.headers.get("content-type"),
+            content_encoding=request.headers.get("content-encoding"), limits=self._limits, rules=self._rules(),
+            user_id=user_id, received_at=datetime.now(UTC)))
+        if upload.body_user_id is not None and upload.body_user_id != user_id:
             raise Rejection(403, "forbidden",
                             errors=[{"loc": ["user_id"], "msg": "the upload names a user other than the token's"}])
-        record = upload.to_record(user_id, datetime.now(UTC))
-        try:
-            value = self._g.upload_schema.encode(record)
-        except AvroValidationError as exc:
-            raise Rejection(422, "schema_violation",
-                            errors=[{"loc": ["body"], "msg": problem} for problem in exc.problems]) from None
-        response = await self._publish_once(user_id, upload, value)
+        response = await self._publish_once(user_id, upload)
         response.headers.update(quota.headers())
         return response
+
+    async def _prepare(self, body: BodyToPrepare) -> PreparedUpload:
+        try:
+            return await self._g.parsers.prepare(body)
+        except ParsersBusy as exc:
+            raise Rejection(503, "parsers_busy", headers={"Retry-After": "2"}, errors=[{
+                "loc": ["body"], "msg": f"{exc}; retry"}]) from None
+        except BrokenProcessPool:
+            # not answered "retry": the same body may kill a parser again
+            raise Rejection(500, "parser_failed", errors=[{
+                "loc": ["body"], "msg": "the body's parser stopped; the upload was not stored"}]) from None
 
     async def _limit(self, limit: RateLimit, identity: str, loc: str) -> RateDecision:
         decision = await limit.hit(identity)
@@ -184,10 +198,8 @@ class UploadHandler:
                             errors=[{"loc": ["header", "authorization"], "msg": exc.reason}]) from None
         return verified.user_id
 
-    async def _publish_once(self, user_id: str, upload: UploadRequest, value: bytes) -> JSONResponse:
-        upload_id = str(upload.upload_id)
-        digest = upload.digest()
-        accepted = len(upload.samples)
+    async def _publish_once(self, user_id: str, upload: PreparedUpload) -> JSONResponse:
+        upload_id, digest, accepted, value = upload.upload_id, upload.digest, upload.samples, upload.value
         try:
             outcome = await self._g.ledger.claim(user_id, upload_id, digest)
         except LedgerUnavailable as exc:
@@ -244,6 +256,16 @@ class UploadHandler:
             log.error("upload not stored: Kafka unavailable", exc_info=True, extra={"upload_id": upload_id})
             raise Rejection(503, "broker_unavailable", headers={"Retry-After": "5"}, errors=[{
                 "loc": [], "msg": "the upload was not stored; retry later"}]) from None
+        except RecordRefused as exc:
+            log.error("upload not stored: refused for good: %s", exc, extra={"upload_id": upload_id})
+            if exc.too_large:
+                limit = exc.limit or self._g.publisher.max_message_bytes or 0
+                raise Rejection(413, "upload_too_large", errors=[{"loc": ["samples"], "msg": (
+                    f"{exc}: the upload was not stored; send it in parts of at most "
+                    f"{max_samples_within(limit):,} samples")}]) from None
+            raise Rejection(500, "upload_refused", errors=[{
+                "loc": [], "msg": "Kafka refused the record; the upload was not stored, and sending it "
+                                  "again will not succeed until the service is fixed"}]) from None
         metrics.PRODUCE_DURATION.observe(time.perf_counter() - started)
         trace.get_current_span().set_attributes({"circadia.upload.partition": partition,
                                                  "circadia.upload.offset": offset})
@@ -253,7 +275,14 @@ class UploadHandler:
 def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.publisher.start()
+        await gateway.parsers.start()
+        try:
+            # refuses to start (LimitMismatch) when Kafka answers and its topic cannot hold the uploads
+            await gateway.publisher.start(wait=gateway.settings.ingest_startup_wait_seconds)
+        except LimitMismatch:
+            await gateway.publisher.stop()
+            await gateway.parsers.stop()
+            raise
         await gateway.verifier.certificates.warm()
         await gateway.secrets.start()
         await gateway.audit.start()
@@ -263,6 +292,7 @@ def create_app(gateway: Gateway) -> Starlette:
             await gateway.audit.stop()
             await gateway.secrets.stop()
             await gateway.publisher.stop()
+            await gateway.parsers.stop()
             await gateway.redis.aclose()
 
     async def healthz(request: Request) -> Response:

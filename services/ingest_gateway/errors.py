@@ -20,8 +20,17 @@ class Rejection(Exception):
         self.errors = list(errors) if errors is not None else None
         self.headers = dict(headers or {})
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # a Rejection crosses from the parser processes (ingest_gateway.prepare) by pickle
+        return (_rejection, (self.status, self.reason, self.errors, self.headers, self.samples))
+
     def response(self) -> JSONResponse:
         body: dict[str, object] = {"error": self.reason}
         if self.errors is not None:
             body["errors"] = self.errors
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _rejection(status: int, reason: str, errors: list[Mapping[str, object]] | None,
+               headers: dict[str, str], samples: int) -> Rejection:
+    return Rejection(status, reason, errors=errors, headers=headers, samples=samples)

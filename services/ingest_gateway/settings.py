@@ -21,6 +21,16 @@ class IngestSettings(AuthSettings, RedisSettings):
     ingest_max_samples: int = Field(default=50_000, ge=1)
     ingest_history_days: int = Field(default=30, ge=1, description="Oldest accepted sample age.")
     ingest_produce_timeout_seconds: float = Field(default=10.0, gt=0)
+    ingest_parse_workers: int = Field(
+        default=2, ge=0, description="Parser processes for large bodies; 0: every body is parsed on the event loop.")
+    ingest_parse_offload_bytes: int = Field(
+        default=32 * 1024, ge=0,
+        description="Bodies of at least this many bytes (as received) are parsed in the parser processes.")
+    ingest_parse_queue: int = Field(
+        default=16, ge=1, description="Large bodies parsing or waiting for a parser at once; more get 503.")
+    ingest_startup_wait_seconds: float = Field(
+        default=5.0, ge=0,
+        description="How long start-up waits for Kafka to check the topic's limits before starting not ready.")
     ingest_idempotency_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     ingest_rate_limit_per_user: str = Field(default="120/minute")
     ingest_rate_limit_per_ip: str = Field(default="600/minute")

@@ -25,7 +25,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from circadia.avro import AvroSchema, SchemaSet
-from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, TOPICS
+from circadia.kafka import COMPRESSION, PRODUCER_MAX_REQUEST_BYTES
+from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, SAMPLES_MAX_MESSAGE_BYTES, TOPICS
 from circadia.tracing import context_from_headers
 from prediction_worker import metrics
 from prediction_worker.consumer import SafeConsumer
@@ -299,6 +300,10 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
         topic_partitions=_PARTITIONS[HEALTH_SAMPLES],
         topic_replication_factor=settings.kafka_replication_factor,
         producer_acks=-1,
+        # a dead letter carries an upload at the gateway's limits (about 2.2 MB of Avro), and a
+        # window changelog record grows with the user's devices: both need more than faust's 1 MB
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        producer_compression_type=COMPRESSION,
         consumer_auto_offset_reset="earliest",
         broker_credentials=credentials,
         broker_session_timeout=settings.worker_session_timeout_seconds,
@@ -317,7 +322,8 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
     # partitioner, so each window lives in its user's partition even when the flush timer,
     # outside any stream event, writes it.
     table = app.Table(WINDOWS_TABLE, key_type=bytes, value_type=bytes,  # bytes: raw serialisation
-                      partitions=_PARTITIONS[HEALTH_SAMPLES], use_partitioner=True)
+                      partitions=_PARTITIONS[HEALTH_SAMPLES], use_partitioner=True,
+                      extra_topic_configs={"max.message.bytes": str(SAMPLES_MAX_MESSAGE_BYTES)})
     processor = UploadProcessor(
         settings, schemas, WindowStore(table), raw_topic(PREDICTIONS),
         DeadLetters(raw_topic(HEALTH_SAMPLES_DLQ), backoff=settings.worker_retry_backoff_seconds),

@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     post,
     upload_body,
 )
+from tests.integration.test_ingest_limits import steps_and_heart_rate
 
 RUN = uuid.uuid4().hex[:6]  # users are new to this run: their windows start empty
 ADA, GRACE, ALAN = f"ada-{RUN}", f"grace-{RUN}", f"alan-{RUN}"
@@ -82,6 +83,28 @@ async def test_every_socket_of_a_user_receives_the_result(stack: LocalStack) -> 
     finally:
         await phone.close()
         await tablet.close()
+
+
+async def test_an_upload_at_the_documented_maximum_reaches_its_users_socket(stack: LocalStack) -> None:
+    """50,000 samples (25,000 minutes of steps and heart rate, about 17 days, inside the 30-day
+    horizon): stored, processed, and the week it leaves in the window delivered."""
+    user = f"max-{RUN}"
+    ws = await open_socket(stack, user)
+    try:
+        body = {"upload_id": str(uuid.uuid4()), "device": {"id": "watch-max", "model": "Watch7,1", "os": "watchOS 11"},
+                "samples": steps_and_heart_rate(25_000)}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.ingest}", timeout=60) as client:
+            response = await client.post("/v1/uploads", json=body,
+                                         headers={"Authorization": f"Bearer {stack.issuer.mint(user)}"})
+        assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == 50_000
+        prediction = (await next_prediction(ws, timeout=60))["prediction"]
+        assert prediction["user_id"] == user and prediction["source_upload_ids"] == [body["upload_id"]]
+        days = prediction["daily_activity"]
+        assert len(days) >= 7 and all(day["heart_rate_minutes"] > 0 for day in days)
+        assert prediction["window_minutes_covered"] >= 7 * 1440 - 2
+    finally:
+        await ws.close()
 
 
 async def test_socket_without_valid_auth_is_closed_with_4401(stack: LocalStack) -> None:
