@@ -27,6 +27,7 @@ from aiokafka.errors import (
     DuplicateSequenceNumber,
     InvalidProducerEpoch,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -216,7 +217,9 @@ class UploadPublisher:
     def _classify(exc: KafkaError, topic: str) -> PublishError:
         if isinstance(exc, TOO_LARGE_ERRORS):
             return RecordRefused(f"{topic} refused the record as too large ({exc!r})", too_large=True)
-        if getattr(exc, "retriable", False):
+        # aiokafka does not retry its own timeouts (a full buffer, an expired batch), but a later
+        # upload can pass: a timeout is load or an outage, not this record's fault
+        if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError):
             return BrokerUnavailable(f"produce to {topic} failed: {exc!r}")
         return RecordRefused(f"{topic} refused the record: {exc!r}")
 
