@@ -138,11 +138,15 @@ def build() -> dict[str, Any]:
                       {"WWW-Authenticate": _header("Bearer challenge.", {"type": "string"})}),
         "403": _error("The body names a user other than the token's."),
         "409": _error("The upload_id was already used for different content."),
-        "413": _error("Body (or decompressed body) over the size limit."),
+        "413": _error("Body (or decompressed body) over the size limit, or (upload_too_large) a record over what "
+                      "the topic accepts; the message names the limit and the samples per part that fit."),
         "415": _error("Content-Type or Content-Encoding not accepted."),
         "422": _error("Invalid body; errors name each field."),
         "429": _error("Rate limit of the user or client address exceeded.", {**retry_after, **RATE_HEADERS}),
-        "503": _error("Not stored (Kafka unavailable, or the same upload is still in flight).", retry_after),
+        "500": _error("Not stored, and a retry of the same upload cannot succeed (Kafka refused the record "
+                      "for good, or the body's parser stopped)."),
+        "503": _error("Not stored, and a retry can succeed (Kafka unavailable or slow, the same upload still "
+                      "in flight, or the parsers busy with large bodies).", retry_after),
     }
     return {
         "openapi": "3.1.0",

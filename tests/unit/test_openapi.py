@@ -17,6 +17,7 @@ def test_document_is_openapi_3_1_and_documents_every_status() -> None:
     document = openapi.build()
     assert document["openapi"] == "3.1.0"
     responses = document["paths"]["/v1/uploads"]["post"]["responses"]
-    assert set(responses) == {"200", "202", "401", "403", "409", "413", "415", "422", "429", "503"}
+    assert set(responses) == {"200", "202", "401", "403", "409", "413", "415", "422", "429", "500", "503"}
     assert "Retry-After" in responses["429"]["headers"] and "Retry-After" in responses["503"]["headers"]
+    assert "Retry-After" not in responses["500"].get("headers", {})  # no retry can cure it
     assert "WWW-Authenticate" in responses["401"]["headers"]
