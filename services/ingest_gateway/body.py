@@ -7,7 +7,6 @@ its status (413 too large, 415 unsupported type or encoding, 422 invalid content
 from __future__ import annotations
 
 import io
-import json
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, cast
 
 import fastavro
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from circadia.avro import AvroSchema
 from ingest_gateway.errors import Rejection
@@ -24,6 +24,7 @@ from ingest_gateway.models import UploadRequest, ValidationRules
 JSON = "application/json"
 AVRO = "application/vnd.circadia.upload.v1+avro"
 MEDIA_TYPES = (JSON, AVRO)
+MAX_GZIP_MEMBERS = 64  # clients send one; each member costs a copy of the rest of the body
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,15 @@ class BodyLimits:
     max_decompressed_bytes: int
 
 
-async def read_limited(chunks: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
-    """Read at most ``limit`` bytes, refusing as soon as more arrive (413 before parsing)."""
+def check_declared_length(declared_length: str | None, limit: int) -> None:
+    """413 for a ``Content-Length`` over ``limit``, before a byte of the body is read."""
     if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise Rejection(413, "body_too_large", errors=[{"loc": ["body"], "msg": f"over {limit} bytes"}])
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
+    """Read at most ``limit`` bytes, refusing as soon as more arrive (413 before parsing)."""
+    check_declared_length(declared_length, limit)
     buffer, size = [], 0
     async for chunk in chunks:
         size += len(chunk)
@@ -70,8 +76,13 @@ def decompress(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
                         errors=[{"loc": ["header", "content-encoding"], "msg": "use gzip or identity"}])
     out = bytearray()
     data = raw
+    members = 0
     try:
         while data:  # a gzip stream may hold several members
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise Rejection(422, "invalid_gzip",
+                                errors=[{"loc": ["body"], "msg": f"more than {MAX_GZIP_MEMBERS} gzip members"}])
             inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             out += inflater.decompress(data, limit + 1 - len(out))
             while inflater.unconsumed_tail and len(out) <= limit:
@@ -87,17 +98,80 @@ def decompress(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     return bytes(out)
 
 
+MAX_ERRORS = 100  # listed per refusal: a body of 100,000 unknown keys must not get a 6 MB answer
+
+
 def _pydantic_errors(exc: ValidationError) -> list[dict[str, object]]:
-    return [
+    errors: list[dict[str, object]] = [
         {"loc": list(error["loc"]), "msg": error["msg"].removeprefix("Value error, ")}
-        for error in exc.errors(include_url=False, include_input=False)
+        for error in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS]
     ]
+    if exc.error_count() > MAX_ERRORS:
+        errors.append({"loc": [], "msg": f"and {exc.error_count() - MAX_ERRORS} more errors, not listed"})
+    return errors
+
+
+def _long(buffer: io.BytesIO) -> int:
+    """A zig-zag varint of at most ten bytes and 64 bits, as Avro's long is (fastavro wraps wider ones)."""
+    result = 0
+    for shift in range(0, 70, 7):
+        byte = buffer.read(1)
+        if not byte:
+            raise EOFError("varint beyond the body")
+        result |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            if result >> 64:
+                raise OverflowError("varint wider than 64 bits")
+            return (result >> 1) ^ -(result & 1)
+    raise OverflowError("varint longer than ten bytes")
+
+
+def _check_wire(buffer: io.BytesIO, schema: Any) -> None:
+    """Walk the bytes as ``schema`` lays them out, refusing what fastavro reads leniently: an enum
+    or union index below zero (a Python list counts it from the end), a varint wider than a long,
+    an int beyond 32 bits, a negative length or block size."""
+    if isinstance(schema, list):  # a union: the branch's index, then the branch
+        branch = _long(buffer)
+        if not 0 <= branch < len(schema):
+            raise IndexError(f"union branch {branch}")
+        _check_wire(buffer, schema[branch])
+        return
+    kind = schema["type"] if isinstance(schema, dict) else schema
+    if kind == "record":
+        for field in schema["fields"]:
+            _check_wire(buffer, field["type"])
+    elif kind == "array":
+        while count := _long(buffer):
+            if count < 0:  # a block that gives its size in bytes
+                count = -count
+                if _long(buffer) < 0:
+                    raise ValueError("negative block size")
+            for _ in range(count):
+                _check_wire(buffer, schema["items"])
+    elif kind == "enum":
+        index = _long(buffer)
+        if not 0 <= index < len(schema["symbols"]):
+            raise IndexError(f"enum index {index}")
+    elif kind in ("string", "bytes"):
+        size = _long(buffer)
+        if size < 0 or len(buffer.read(size)) != size:
+            raise EOFError("string beyond the body")
+    elif kind in ("int", "long"):
+        value = _long(buffer)
+        if kind == "int" and not -(1 << 31) <= value < 1 << 31:
+            raise OverflowError("int wider than 32 bits")
+    elif kind == "double":
+        if len(buffer.read(8)) != 8:
+            raise EOFError("double beyond the body")
+    elif kind != "null":
+        raise TypeError(f"no wire check for {kind}")
 
 
 def _from_avro(raw: bytes, schema: AvroSchema) -> dict[str, Any]:
     """The Avro request as the same structure the JSON body has (local-time timestamps)."""
     buffer = io.BytesIO(raw)
     try:
+        _check_wire(io.BytesIO(raw), schema.parsed)
         record = cast(dict[str, Any], fastavro.schemaless_reader(buffer, schema.parsed))  # a record schema
     except Exception as exc:  # hostile bytes surface as many exception types; all mean "not this schema"
         raise Rejection(422, "invalid_avro",
@@ -142,11 +216,12 @@ def parse_upload(raw: bytes, *, content_type: str | None, content_encoding: str 
 
 
 def _count_samples(body: bytes, kind: str) -> int:
-    """How many samples a refused JSON body held (for the rejected-samples metric); 0 if unknown."""
+    """How many samples a refused JSON body held (for the rejected-samples metric); 0 if unknown.
+    Read by the parser that validated it, so nesting limits, duplicate keys and encodings agree."""
     if kind != JSON:
         return 0
     try:
-        samples = json.loads(body).get("samples")
+        samples = from_json(body).get("samples")
     except (ValueError, AttributeError):
         return 0
     return len(samples) if isinstance(samples, list) else 0

@@ -82,6 +82,15 @@ def _millis(instant: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+def _finite(number: int | float) -> bool:
+    """Whether ``number`` is a finite double: an int beyond a double's range (a JSON integer
+    literal of 309 or more digits) is not, though ``math.isfinite`` raises for it."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def _rules(info: ValidationInfo) -> ValidationRules:
     context = info.context
     return context if isinstance(context, ValidationRules) else ValidationRules()
@@ -124,7 +133,7 @@ class Sample(BaseModel):
                 found.append(("value", f"must be a sleep stage: {', '.join(SLEEP_STAGES)}"))
         elif value.__class__ is bool or not isinstance(value, int | float):
             found.append(("value", "must be a number"))
-        elif not math.isfinite(value) or value < 0:
+        elif not _finite(value) or value < 0:
             found.append(("value", "must be a finite, non-negative number"))
         elif kind == "heart_rate":
             if not HEART_RATE_RANGE[0] <= value <= HEART_RATE_RANGE[1]:
@@ -190,7 +199,7 @@ class UploadRequest(BaseModel):
                 "start": start_ms,
                 "end": end_ms,
                 "utc_offset_minutes": int(offset.total_seconds() // 60) if offset else 0,
-                "value": float(sample.value) if numeric else None,
+                "value": float(sample.value) + 0.0 if numeric else None,  # + 0.0: -0 is stored as 0
                 "stage": None if numeric else sample.value,
                 "unit": sample.unit,
             })
