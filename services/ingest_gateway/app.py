@@ -48,7 +48,7 @@ from circadia.secrets import SecretWatcher
 from circadia.topics import HEALTH_SAMPLES
 from circadia.tracing import current_trace_id
 from ingest_gateway import metrics
-from ingest_gateway.body import BodyLimits, media_type, read_limited
+from ingest_gateway.body import BodyLimits, check_declared_length, media_type, read_limited
 from ingest_gateway.errors import Rejection
 from ingest_gateway.limits import max_samples_within, upload_record_bound
 from ingest_gateway.models import ValidationRules
@@ -142,6 +142,12 @@ class UploadHandler:
             if rejection.samples:
                 metrics.SAMPLES_REJECTED.labels(rejection.reason).inc(rejection.samples)
             response = rejection.response()
+        if request.headers.get("expect", "").lower() == "100-continue" and not getattr(
+                request.state, "body_requested", False):
+            # Refused before asking for the body, so no "100 Continue" was sent and the client still
+            # holds it. Kept open, the connection would read the client's next request as that body
+            # (RFC 9110 §10.1.1): close it instead.
+            response.headers["Connection"] = "close"
         trace_id = current_trace_id()
         if trace_id is not None:
             response.headers["X-Trace-Id"] = trace_id
@@ -155,6 +161,8 @@ class UploadHandler:
         user_id = await self._authenticate(request)
         quota = await self._limit(self._g.user_limit, user_id, "user")
         media_type(request.headers.get("content-type"))  # 415 before reading the body
+        check_declared_length(request.headers.get("content-length"), self._limits.max_bytes)
+        request.state.body_requested = True  # uvicorn answers "100 Continue" on the first read
         raw = await read_limited(request.stream(), request.headers.get("content-length"),
                                  self._limits.max_bytes)
         upload = await self._prepare(BodyToPrepare(

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import io
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -339,3 +340,58 @@ def test_cors_answers_only_the_configured_origins(launch: Launcher) -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://app.example.org"
         refused = preflight("https://evil.example.com")
         assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+
+
+def _raw_exchange(base_url: str, request: bytes, body: bytes = b"", *, then: bytes = b"") -> tuple[bytes, bytes]:
+    """Send ``request`` (headers), then ``body`` and ``then`` on the same connection; return what
+    came back before ``then`` was sent and after it (b"" when the server closed the connection)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request + body)
+        first = _read_response(sock)
+        if not then:
+            return first, b""
+        try:
+            sock.sendall(then)
+            return first, _read_response(sock)
+        except (ConnectionResetError, BrokenPipeError):
+            return first, b""
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One HTTP response (headers and a Content-Length body), or b"" at EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
+
+
+def test_an_over_limit_body_gets_a_readable_413_with_and_without_expect_100_continue(
+    client: httpx.Client, dev_issuer: DevIssuer
+) -> None:
+    token = dev_issuer.mint("ada")
+    size = 70 * 1024  # over the module's 64 KiB limit
+    head = (f"POST /v1/uploads HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {size}\r\n").encode()
+    probe = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+    # Expect: the 413 comes before any body byte, without "100 Continue", and the connection
+    # closes, so the client's next request cannot be read as the body it never sent
+    first, after = _raw_exchange(str(client.base_url), head + b"Expect: 100-continue\r\n\r\n", then=probe)
+    assert first.startswith(b"HTTP/1.1 413") and b"100 Continue" not in first
+    assert b"connection: close" in first.lower() and b'"body_too_large"' in first
+    assert after == b""
+    # no Expect, the whole body sent at once: the 413 is readable and the connection still serves
+    first, after = _raw_exchange(str(client.base_url), head + b"\r\n", b" " * size, then=probe)
+    assert first.startswith(b"HTTP/1.1 413") and b"connection: close" not in first.lower()
+    assert after.startswith(b"HTTP/1.1 200")
