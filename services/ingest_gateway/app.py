@@ -107,7 +107,8 @@ class Gateway:
             publisher=publisher,
             parsers=UploadParsers(prepared, workers=settings.ingest_parse_workers,
                                   offload_bytes=settings.ingest_parse_offload_bytes,
-                                  queue_limit=settings.ingest_parse_queue),
+                                  queue_limit=settings.ingest_parse_queue,
+                                  wait_seconds=settings.ingest_parse_wait_seconds),
             upload_schema=prepared.upload,
             redis=redis,
             # a pending claim outlives the longest produce, so a live request is never overtaken

@@ -115,17 +115,19 @@ class ParsersBusy(Exception):
 class UploadParsers:
     """A pool of parser processes for large bodies; small ones are prepared inline.
 
-    At most ``queue_limit`` bodies wait or run in the pool at once; beyond that a large body is
-    refused with ``ParsersBusy`` (the gateway answers 503 with ``Retry-After``: it is load,
-    which passes). ``workers=0`` prepares everything inline.
+    At most ``queue_limit`` bodies are handed to the pool at once; more wait for a place, up to
+    ``wait_seconds``, and are then refused with ``ParsersBusy`` (the gateway answers 503 with
+    ``Retry-After``: it is load, which passes). ``workers=0`` prepares everything inline.
     """
 
-    def __init__(self, schemas: Schemas, *, workers: int, offload_bytes: int, queue_limit: int) -> None:
+    def __init__(self, schemas: Schemas, *, workers: int, offload_bytes: int, queue_limit: int,
+                 wait_seconds: float = 10.0) -> None:
         self._schemas = schemas
         self._workers = workers
         self._offload_bytes = offload_bytes
         self._slots = asyncio.Semaphore(max(1, queue_limit))
         self._queue_limit = queue_limit
+        self._wait = wait_seconds
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -151,9 +153,11 @@ class UploadParsers:
     async def prepare(self, body: BodyToPrepare) -> PreparedUpload:
         if self._pool is None or len(body.raw) < self._offload_bytes:
             return prepare(body, self._schemas)
-        if self._slots.locked():
-            raise ParsersBusy(f"{self._queue_limit} large uploads are already being parsed")
-        async with self._slots:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._wait)
+        except TimeoutError:
+            raise ParsersBusy(f"{self._queue_limit} large uploads were being parsed for {self._wait:g} s") from None
+        try:
             metrics.PARSE_OFFLOADED.inc()
             pool = self._pool
             try:
@@ -165,3 +169,5 @@ class UploadParsers:
                     pool.shutdown(wait=False, cancel_futures=True)
                     self._pool = self._new_pool()
                 raise
+        finally:
+            self._slots.release()

@@ -27,7 +27,9 @@ class IngestSettings(AuthSettings, RedisSettings):
         default=32 * 1024, ge=0,
         description="Bodies of at least this many bytes (as received) are parsed in the parser processes.")
     ingest_parse_queue: int = Field(
-        default=16, ge=1, description="Large bodies parsing or waiting for a parser at once; more get 503.")
+        default=16, ge=1, description="Large bodies handed to the parser processes at once; more wait.")
+    ingest_parse_wait_seconds: float = Field(
+        default=10.0, ge=0, description="How long a large body waits for the parsers before a 503.")
     ingest_startup_wait_seconds: float = Field(
         default=5.0, ge=0,
         description="How long start-up waits for Kafka to check the topic's limits before starting not ready.")

@@ -126,8 +126,8 @@ async def test_a_large_body_is_prepared_in_a_parser_process_exactly_as_inline() 
         await parsers.stop()
 
 
-async def test_large_bodies_beyond_the_queue_are_refused_as_busy() -> None:
-    parsers = UploadParsers(Schemas.of(SCHEMAS), workers=1, offload_bytes=1024, queue_limit=1)
+async def test_large_bodies_that_wait_too_long_for_a_parser_are_refused_as_busy() -> None:
+    parsers = UploadParsers(Schemas.of(SCHEMAS), workers=1, offload_bytes=1024, queue_limit=1, wait_seconds=0.05)
     await parsers.start()
     try:
         raw = body(20_000)
