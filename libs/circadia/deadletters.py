@@ -6,10 +6,16 @@ the original record to its source topic once the cause is fixed. It is idempoten
 over: the replayer commits its position in the consumer group ``circadia-dlq-replay``, so
 a second run does not resend what the first sent, and the worker skips uploads its
 window already holds.
+
+Two kinds of dead letter carry no record (header ``error.value_omitted``, with the reason):
+one the topic refused whole (its ``source.*`` headers say where the record still is, for
+``circadia worker rewind``), and one per upload that was applied but whose result could never
+be published. Replay passes over both and says so.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +28,10 @@ from circadia.kafka import create_producer, topic_partitions
 from circadia.offsets import commit_offsets, committed_offsets
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
 
+log = logging.getLogger(__name__)
+
 REPLAY_GROUP = "circadia-dlq-replay"
+VALUE_OMITTED = "error.value_omitted"
 _DROPPED_PREFIXES = ("error.", "source.", "dead_lettered_at", "circadia.replayed_from")
 
 
@@ -100,13 +109,16 @@ async def replay(bootstrap_servers: str, *, since: datetime | None = None, group
     progress: dict[TopicPartition, int] = {}
     try:
         async for letter in _read(bootstrap_servers, since=since, group=None if since else group, topic=topic):
+            progress[TopicPartition(topic, letter.partition)] = letter.offset + 1
+            if header(letter.headers, VALUE_OMITTED) is not None:
+                log.warning("dead letter without its record, not replayed: %s", describe(letter))
+                continue
             source = letter.get("source.topic") or HEALTH_SAMPLES
             await producer.send_and_wait(source, value=letter.value, key=letter.key, headers=[
                 *letter.original_headers,
                 ("circadia.replayed_from", f"{topic}/{letter.partition}/{letter.offset}".encode()),
             ])
             replayed.append(letter)
-            progress[TopicPartition(topic, letter.partition)] = letter.offset + 1
     finally:
         await producer.stop()
         if progress:

@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import faust
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.types import TableT
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from circadia.avro import AvroSchema, SchemaSet
+from circadia.deadletters import VALUE_OMITTED
 from circadia.kafka import COMPRESSION, PRODUCER_MAX_REQUEST_BYTES
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, SAMPLES_MAX_MESSAGE_BYTES, TOPICS
 from circadia.tracing import context_from_headers
@@ -42,7 +43,6 @@ UPLOAD_SCHEMA = "io.circadia.health.HealthUpload"
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
 WINDOWS_TABLE = "user-windows"
 _PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
-TRANSIENT = (KafkaError, TimeoutError, ConnectionError)
 T = TypeVar("T")
 
 Headers = list[tuple[str, bytes]]
@@ -71,13 +71,23 @@ def header_list(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | Non
     return list(headers)
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether a retry can succeed: aiokafka's retriable errors, timeouts and lost connections.
+    A Kafka error that is not retriable (a record over the topic's limit, an authorization
+    failure) fails the same way every time, so it is never retried."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, TimeoutError | ConnectionError)
+
+
 async def retrying(stage: str, action: Callable[[], Awaitable[T]], *, attempts: int, backoff: float) -> T:
-    """Run ``action``, retrying transient failures with exponential backoff."""
+    """Run ``action``, retrying transient failures with exponential backoff; any other error,
+    and the last transient one, is raised."""
     for attempt in range(1, attempts + 1):
         try:
             return await action()
-        except TRANSIENT as exc:
-            if attempt == attempts:
+        except Exception as exc:
+            if not transient(exc) or attempt == attempts:
                 raise
             metrics.RETRIES.labels(stage).inc()
             log.warning("transient failure, retrying", extra={"stage": stage, "attempt": attempt,
@@ -156,14 +166,44 @@ class DeadLetters:
             ("source.offset", str(message.offset).encode()),
             ("dead_lettered_at", datetime.now(UTC).isoformat().encode()),
         ]
+        try:
+            await self._deliver(event.key, event.value, dead_headers)
+        except Exception as exc:  # not transient: this dead letter can never be written as it is
+            # The record stays on its topic (retention 14 days), so a dead letter without the
+            # value still lets an operator find it and rewind to it.
+            log.error("dead letter refused; writing it without the value", exc_info=True,
+                      extra={"error": repr(exc), "partition": message.partition, "offset": message.offset})
+            await self._deliver(event.key, b"", [*dead_headers, (VALUE_OMITTED, repr(exc)[:1000].encode())])
+
+    async def _deliver(self, key: bytes | None, value: bytes, headers: Headers) -> None:
         while True:  # a dead letter must not be lost: wait out a broker outage
             try:
-                await (await self._topic.send(key=event.key, value=event.value, headers=dead_headers, force=True))
+                await (await self._topic.send(key=key, value=value, headers=headers, force=True))
                 return
-            except TRANSIENT as exc:
+            except Exception as exc:
+                if not transient(exc):
+                    raise
                 metrics.RETRIES.labels("dead_letter").inc()
                 log.warning("dead-letter publish failed, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(self._backoff)
+
+    async def send_unpublished(self, user: bytes, upload_ids: Sequence[str], error: StageError) -> None:
+        """Uploads already applied and acknowledged whose result can never be published: one dead
+        letter each, naming the upload (the record itself is on health.samples.v1)."""
+        name = type(error.cause).__name__
+        for upload_id in upload_ids:
+            metrics.DEAD_LETTERS.labels(error.stage, name).inc()
+            await self._deliver(user, b"", [
+                ("upload_id", upload_id.encode()),
+                (VALUE_OMITTED, b"applied to the window; no result could be published"),
+                ("error.stage", error.stage.encode()),
+                ("error.class", name.encode()),
+                ("error.message", str(error.cause)[:1000].encode()),
+                ("source.topic", HEALTH_SAMPLES.encode()),
+                ("dead_lettered_at", datetime.now(UTC).isoformat().encode()),
+            ])
+        log.error("uploads applied but no result can be published for them: dead-lettered",
+                  exc_info=error.cause, extra={"user": user.decode(), "uploads": len(upload_ids), "stage": error.stage})
 
 
 class UploadProcessor:
@@ -215,12 +255,24 @@ class UploadProcessor:
             except Exception as exc:  # the window is not written back: nothing is half-applied
                 raise StageError("apply", exc) from exc
             window.pending.append(upload_id)
+            self._bound_pending(window)
             log.info("upload applied", extra={"upload_id": upload_id, "samples": report.samples,
                                               "dropped_too_old": report.dropped_too_old})
             if self._due(window):
                 await self._publish(user, window)
             self._track_pending(user, window)
         return "applied"
+
+    def _bound_pending(self, window: UserWindow) -> None:
+        """While results cannot be published, ``pending`` would grow with every upload. At the
+        bound the oldest ids leave it: their samples stay in the window, so the next result still
+        reflects them; only its ``source_upload_ids`` no longer name them (counted and logged)."""
+        excess = len(window.pending) - self._settings.worker_max_pending
+        if excess > 0:
+            metrics.PENDING_DROPPED.inc(excess)
+            log.warning("pending uploads over the bound: the oldest leave the next result's source_upload_ids",
+                        extra={"dropped": excess, "bound": self._settings.worker_max_pending})
+            del window.pending[:excess]
 
     def _due(self, window: UserWindow) -> bool:
         waited = time.time() * 1000 - window.last_published_ms
@@ -231,8 +283,14 @@ class UploadProcessor:
         with tracer.start_as_current_span("model forward", attributes={"circadia.model": "pat"}):
             model = await self._model.run(window)
         with tracer.start_as_current_span("compute metrics"):
-            record = build_prediction(window, user.decode(), window.pending, datetime.now(UTC), model)
-            value = self._prediction_schema.encode(record)
+            try:
+                record = build_prediction(window, user.decode(), window.pending, datetime.now(UTC), model)
+            except Exception as exc:
+                raise StageError("compute", exc) from exc
+            try:
+                value = self._prediction_schema.encode(record)
+            except Exception as exc:  # a result the schema refuses is a bug, not a retry
+                raise StageError("encode", exc) from exc
         # the aiokafka instrumentation adds the PRODUCER span and the traceparent header
         headers = self._prediction_schema.headers() + [("prediction_id", record["prediction_id"].encode())]
 
@@ -242,7 +300,9 @@ class UploadProcessor:
         try:
             await retrying("publish", send, attempts=self._settings.worker_publish_attempts,
                            backoff=self._settings.worker_retry_backoff_seconds)
-        except TRANSIENT:
+        except Exception as exc:
+            if not transient(exc):
+                raise StageError("publish", exc) from exc
             metrics.PUBLISH_FAILURES.inc()
             log.error("result not published; uploads stay pending", exc_info=True,
                       extra={"pending": len(window.pending)})
@@ -269,7 +329,13 @@ class UploadProcessor:
         for user in list(self.pending_users):
             async with self._store.editing(user) as window:
                 if window.pending and self._due(window):
-                    await self._publish(user, window)
+                    try:
+                        await self._publish(user, window)
+                    except StageError as error:
+                        # the uploads were acknowledged when applied: each gets a dead letter, and
+                        # the user's next upload starts a new result
+                        await self._dead_letters.send_unpublished(user, window.pending, error)
+                        window.pending = []
                 self._track_pending(user, window)
 
 

@@ -22,6 +22,10 @@ MODEL_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 PREDICTIONS = Counter("circadia_worker_predictions_total", "Predictions published.")
+PENDING_DROPPED = Counter(
+    "circadia_worker_pending_dropped_total",
+    "Applied uploads dropped from a result's source_upload_ids at the pending bound (publishing was failing).",
+)
 PUBLISH_FAILURES = Counter(
     "circadia_worker_publish_failures_total", "Results kept pending because publishing failed."
 )

@@ -23,6 +23,10 @@ class WorkerSettings(ServiceSettings):
         description="How long the group waits for a silent worker before reassigning its partitions.",
     )
     worker_publish_attempts: int = Field(default=5, ge=1)
+    worker_max_pending: int = Field(
+        default=1000, ge=1,
+        description="Upload ids a user's next result lists at most; while publishing fails, older ones are "
+                    "dropped from the list (their samples stay in the window and in the result).")
     worker_retry_backoff_seconds: float = Field(default=0.2, gt=0)
     worker_pat_weights_path: Path | None = Field(
         default=None, description="PAT encoder .h5; without it results carry no PAT block."
