@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fanout.run
 	$(BIN)/python -m bench.ingest.run
 	$(BIN)/python bench/compression.py
+	$(BIN)/python -m bench.worker_apply
 
 ## make fetch-pat URL=<link from the PAT authors' README> OUT=.local/pat/PAT-L.h5 [SHA256=<hex>]
 ## downloads published PAT weights (CC BY 4.0) and verifies or prints their sha256
