@@ -561,7 +561,8 @@ defaults (idempotency ledger in Redis, JSON logs to a file, zstd, `linger_ms` 5,
   does not replay the earlier phases) and the fan-out gateway are started, one WebSocket per user authenticates,
   then small uploads of the small-only model arrive on a fixed schedule at {s['rate']:g}/s
   ({s.get('rate_source', '')}) for {o['soak_minutes']:g} min. **Backlogs and full windows are left out of the
-  soak on purpose: the worker's cost on them is the subject of a separate worker issue.** So: no backlogs,
+  soak on purpose: the worker's cost on them is measured by its own benchmark
+  (`bench/worker_apply.py`).** So: no backlogs,
   no prefill, and the users' clocks start {lag:g} × 24 h behind `now` (`clock_lag_days`; the model's
   default is 22): each user reaches `now` within its first ~{lag * 1440 / 34:.0f} uploads and then re-sends its
   latest minutes, so its window holds about a day, not a week that fills during the soak. VmRSS of

@@ -79,7 +79,7 @@ PHASES = ("capacity", "latency", "max", "soak")
 # The soak's users start a day behind now (the model's default: 22 days), so each reaches now
 # within the first minutes and then re-sends its latest minutes: every window stays at about a
 # day, and the worker's cost per upload and its memory level off instead of growing with
-# windows that fill for the whole soak (full windows are the subject of a worker issue).
+# windows that fill for the whole soak (full windows are measured by bench/worker_apply.py).
 SOAK_CLOCK_LAG_DAYS = 1.0
 
 Report = Callable[[str], None]
