@@ -42,7 +42,6 @@ import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -53,6 +52,7 @@ from typing import Any, TypeVar  # noqa: E402
 import fastavro  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.fanout.measure import machine as fanout_machine  # noqa: E402
 from bench.traffic import DEVICES, TrafficModel, Upload  # noqa: E402
 from circadia.avro import SchemaSet  # noqa: E402
 from circadia.logs import JsonFormatter  # noqa: E402
@@ -288,15 +288,9 @@ def one_upload(codec: Codec, log: logging.Logger, user: str, wire: Wire,
 
 # --- the report ------------------------------------------------------------------------------------
 
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "fastavro": fastavro.__version__, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+def machine() -> dict[str, str]:
+    """The machine as every benchmark describes it, with the libraries this one exercises."""
+    return fanout_machine({"numpy": np.__version__, "fastavro": fastavro.__version__})
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
