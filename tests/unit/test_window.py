@@ -154,10 +154,31 @@ def test_serialisation_round_trips_exactly() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(restored.heart_rate(), window.heart_rate(), strict=True))
 
 
-@pytest.mark.parametrize("data", [b"", b"nonsense", b"CWIN1\x00\x00\x00\x05{}abc", b"CWIN1\x00\x00\x00\x02{}x"])
+@pytest.mark.parametrize("data", [b"", b"nonsense", b"CWIN1\x00\x00\x00\x05{}abc", b"CWIN1\x00\x00\x00\x02{}x",
+                                  b"CWIN2\x00\x00\x00\x02{}x", b"CWIN3\x00\x00\x00\x02{}"])
 def test_corrupt_bytes_are_refused(data: bytes) -> None:
     with pytest.raises(StateFormatError):
         UserWindow.from_bytes(data)
+
+
+def test_a_window_written_in_the_zlib_format_is_still_read() -> None:
+    """A changelog written before the zstd format (CWIN1) restores to the same window."""
+    import json
+    import struct
+    import zlib
+
+    window = UserWindow()
+    window.apply(upload(sample("step_count", T0, 1, 30), sample("heart_rate", T0, 2, 61.5)))
+    current = window.to_bytes()
+    assert current.startswith(b"CWIN2")
+    (size,) = struct.unpack(">I", current[5:9])
+    header = current[9:9 + size]
+    arrays = b"".join(np.ascontiguousarray(values, dtype="<f8").tobytes()
+                      for measures in window.tracks.values() for values in measures.values())
+    assert list(json.loads(header)["layout"]) == list(window.tracks)
+    old = b"CWIN1" + struct.pack(">I", size) + header + zlib.compress(arrays, 1)
+    restored = UserWindow.from_bytes(old)
+    assert restored.to_bytes() == current
 
 
 def test_a_sample_across_the_window_start_keeps_only_its_share_inside() -> None:
