@@ -21,23 +21,38 @@ DAY_MINUTES = 1440
 
 def daily_activity(start_minute: int, utc_offset_minutes: int, steps: np.ndarray, activity: np.ndarray,
                    hr_sum: np.ndarray, hr_weight: np.ndarray) -> list[dict[str, Any]]:
-    """One entry per local day that has movement or heart-rate data, in date order."""
-    local = start_minute + utc_offset_minutes + np.arange(steps.size)
-    day_index = local // DAY_MINUTES
+    """One entry per local day that has movement or heart-rate data, in date order.
+
+    The window's minutes are consecutive, so each local day is a slice of it: sums are taken over
+    the slice (missing minutes as 0), which adds the same values in the same order as summing the
+    day's minutes picked by a mask would, so the totals are the same to the last bit. A day whose
+    measure has no data at all has None for it."""
+    first_day = (start_minute + utc_offset_minutes) // DAY_MINUTES
+    # where each local day begins in the window (the first one at minute 0)
+    bounds = np.arange(first_day + 1, (start_minute + utc_offset_minutes + steps.size - 1) // DAY_MINUTES + 1)
+    starts = np.concatenate(([0], bounds * DAY_MINUTES - (start_minute + utc_offset_minutes)))
     has_steps, has_activity = ~np.isnan(steps), ~np.isnan(activity)
     has_movement, has_hr = has_steps | has_activity, hr_weight > 0
+
+    ends = np.append(starts[1:], steps.size)
+
+    def per_day(values: np.ndarray) -> np.ndarray:
+        return np.array([values[a:b].sum() for a, b in zip(starts, ends, strict=True)])
+
+    step_sum, activity_sum = per_day(np.where(has_steps, steps, 0.0)), per_day(np.where(has_activity, activity, 0.0))
+    step_minutes, activity_minutes = per_day(has_steps.astype(np.int64)), per_day(has_activity.astype(np.int64))
+    covered, hr_minutes = per_day(has_movement.astype(np.int64)), per_day(has_hr.astype(np.int64))
+    total, weight = per_day(hr_sum), per_day(hr_weight)
     days = []
-    for day in np.unique(day_index[has_movement | has_hr]):
-        in_day = day_index == day
-        covered = int(np.count_nonzero(in_day & has_movement))
-        weight = float(hr_weight[in_day].sum())
+    for index in np.flatnonzero((covered > 0) | (hr_minutes > 0)):
+        day_weight = float(weight[index])
         days.append({
-            "date": (date(1970, 1, 1) + timedelta(days=int(day))).isoformat(),
-            "steps": float(np.nansum(steps[in_day])) if (in_day & has_steps).any() else None,
-            "activity_counts": float(np.nansum(activity[in_day])) if (in_day & has_activity).any() else None,
-            "minutes_covered": covered,
-            "coverage": covered / DAY_MINUTES,
-            "heart_rate_mean": float(hr_sum[in_day].sum()) / weight if weight > 0 else None,
-            "heart_rate_minutes": int(np.count_nonzero(in_day & has_hr)),
+            "date": (date(1970, 1, 1) + timedelta(days=int(first_day + index))).isoformat(),
+            "steps": float(step_sum[index]) if step_minutes[index] else None,
+            "activity_counts": float(activity_sum[index]) if activity_minutes[index] else None,
+            "minutes_covered": int(covered[index]),
+            "coverage": int(covered[index]) / DAY_MINUTES,
+            "heart_rate_mean": float(total[index]) / day_weight if day_weight > 0 else None,
+            "heart_rate_minutes": int(hr_minutes[index]),
         })
     return days

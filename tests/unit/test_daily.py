@@ -4,8 +4,9 @@ and heart rate."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from prediction_worker.daily import daily_activity
@@ -81,3 +82,37 @@ def test_full_day_has_full_coverage_and_days_are_ordered() -> None:
     assert [d["date"] for d in result] == ["2026-11-24", "2026-11-25"]
     assert result[1]["minutes_covered"] == 1440 and result[1]["coverage"] == 1.0
     assert result[1]["steps"] == 1440
+
+
+def masked_reference(start_minute: int, offset: int, steps: np.ndarray, activity: np.ndarray,
+                     hr_sum: np.ndarray, hr_weight: np.ndarray) -> list[dict]:
+    """The per-day formulas written plainly: each day's minutes picked by a mask."""
+    day_index = (start_minute + offset + np.arange(steps.size)) // 1440
+    movement, hr = ~np.isnan(steps) | ~np.isnan(activity), hr_weight > 0
+    out = []
+    for day in np.unique(day_index[movement | hr]):
+        in_day = day_index == day
+        weight = float(hr_weight[in_day].sum())
+        out.append({
+            "date": (date(1970, 1, 1) + timedelta(days=int(day))).isoformat(),
+            "steps": float(np.nansum(steps[in_day])) if (in_day & ~np.isnan(steps)).any() else None,
+            "activity_counts": float(np.nansum(activity[in_day])) if (in_day & ~np.isnan(activity)).any() else None,
+            "minutes_covered": int(np.count_nonzero(in_day & movement)),
+            "coverage": int(np.count_nonzero(in_day & movement)) / 1440,
+            "heart_rate_mean": float(hr_sum[in_day].sum()) / weight if weight > 0 else None,
+            "heart_rate_minutes": int(np.count_nonzero(in_day & hr)),
+        })
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_day_slices_give_the_masked_formulas_to_the_last_bit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 10_080
+    steps = np.where(rng.random(n) < rng.random(), np.nan, rng.random(n) * 120)
+    activity = np.where(rng.random(n) < 0.5, np.nan, rng.random(n) * 2000) if seed % 2 else np.full(n, np.nan)
+    weight = np.where(rng.random(n) < 0.4, 0.0, rng.random(n) * 2)
+    hr_sum = weight * (50 + rng.random(n) * 100)
+    start, offset = int(rng.integers(29_000_000, 29_600_000)), int(rng.integers(-720, 841))
+    assert daily_activity(start, offset, steps, activity, hr_sum, weight) == masked_reference(
+        start, offset, steps, activity, hr_sum, weight)
