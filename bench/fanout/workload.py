@@ -106,6 +106,8 @@ def prediction_record(user_id: str, pid: str, computed_at: datetime) -> dict[str
                 "input": "activity_count", "coverage": 0.95, "embedding": _EMBEDDING},
         "pat_unavailable": None,
         "clinical_scores": [],
+        "as_of": {block: {"computed_at": day, "window_end": day}
+                  for block in ("window", "daily_activity", "circadian", "cosinor", "sleep_nights", "pat")},
     }
 
 

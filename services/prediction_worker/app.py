@@ -5,6 +5,12 @@ restarted worker restores the windows instead of recomputing them), then publish
 result, or leaves it pending when results are debounced or publishing fails; a timer
 publishes what is pending. A record that cannot be decoded or applied goes to
 ``health.samples.dlq.v1`` with its stage and error and is never half-applied.
+
+The week's blocks are reused between results (``prediction_worker.weekly``). With a model
+configured, a user whose model block is stale gets the model run in a task of its own:
+the agent goes on with other users' uploads, the user's uploads stay pending (in the
+window, so a restart loses none of them), and the result goes out when the model is done.
+One user's slow model (up to its timeout) thus delays only that user's result.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import faust
@@ -34,6 +41,7 @@ from prediction_worker.consumer import SafeConsumer
 from prediction_worker.recovery import SeekFirstTableManager
 from prediction_worker.results import ModelOutcome, build_prediction
 from prediction_worker.settings import WorkerSettings
+from prediction_worker.weekly import WeekMetrics
 from prediction_worker.window import StateFormatError, UserWindow
 
 log = logging.getLogger(__name__)
@@ -217,6 +225,10 @@ class UploadProcessor:
         self._predictions = predictions
         self._dead_letters = dead_letters
         self._model = model
+        self._uses_model = not isinstance(model, NoModel)
+        self._weeks = WeekMetrics(interval_seconds=settings.worker_week_metrics_interval_seconds,
+                                  max_users=settings.worker_week_metrics_cache_users)
+        self._model_runs: dict[bytes, asyncio.Task[None]] = {}
         self.pending_users: set[bytes] = set()
         self.rescan_needed = True
 
@@ -258,8 +270,8 @@ class UploadProcessor:
             self._bound_pending(window)
             log.info("upload applied", extra={"upload_id": upload_id, "samples": report.samples,
                                               "dropped_too_old": report.dropped_too_old})
-            if self._due(window):
-                await self._publish(user, window)
+            if self._due(user, window):
+                await self._result(user, window)
             self._track_pending(user, window)
         return "applied"
 
@@ -274,17 +286,82 @@ class UploadProcessor:
                         extra={"dropped": excess, "bound": self._settings.worker_max_pending})
             del window.pending[:excess]
 
-    def _due(self, window: UserWindow) -> bool:
+    def _due(self, user: bytes, window: UserWindow) -> bool:
+        """Whether the user's pending uploads may be published now: not while the user's model
+        runs (its end publishes them), and not before the debounce interval has passed."""
+        if user in self._model_runs:
+            return False
         waited = time.time() * 1000 - window.last_published_ms
         return waited >= self._settings.worker_debounce_seconds * 1000
 
-    async def _publish(self, user: bytes, window: UserWindow) -> None:
-        """Publish one result for the window's pending uploads; on failure they stay pending."""
+    async def _result(self, user: bytes, window: UserWindow) -> None:
+        """Publish the pending uploads' result now; or, when the user's model block is stale,
+        start the model in the background and publish when it is done."""
+        now = datetime.now(UTC)
+        if self._uses_model and self._weeks.model_stale(user, window, now):
+            task = asyncio.create_task(self._run_model(user, window, now), name=f"model {user.decode()}")
+            self._model_runs[user] = task
+            task.add_done_callback(partial(self._model_ended, user))
+            return
+        await self._publish(user, window, now)
+
+    async def _run_model(self, user: bytes, window: UserWindow, started: datetime) -> None:
+        """The model on ``window`` (the value read for this upload: later uploads read their own
+        copy, so nothing changes it meanwhile), then the user's result for what is pending now."""
         with tracer.start_as_current_span("model forward", attributes={"circadia.model": "pat"}):
-            model = await self._model.run(window)
+            outcome = await self._model.run(window)
+        self._weeks.set_model(user, outcome, window, started)
+        self._model_runs.pop(user, None)
+        async with self._store.editing(user) as current:
+            if current.pending and self._due(user, current):
+                # with the model's block just computed: publish, never start the model again
+                await self._publish_or_dead_letter(user, current, model_done=True)
+            self._track_pending(user, current)
+        metrics.MODEL_REFRESHES.labels("published").inc()
+
+    def _model_ended(self, user: bytes, task: asyncio.Task[None]) -> None:
+        if self._model_runs.get(user) is task:
+            del self._model_runs[user]
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            # the uploads stay pending in the window: the flush timer tries again
+            metrics.MODEL_REFRESHES.labels("failed").inc()
+            log.error("model run or its result failed; the uploads stay pending", exc_info=exc,
+                      extra={"user": user.decode()})
+
+    def cancel_model_runs(self) -> None:
+        """Partitions were revoked: a running model's user may now belong to another worker,
+        which publishes the uploads still pending in the window it restores."""
+        for task in list(self._model_runs.values()):
+            task.cancel()
+        self._model_runs.clear()
+
+    def rebalanced(self) -> None:
+        """Windows were restored from the changelog: find the uploads still to publish, and
+        recompute week blocks (a user's window may have changed on another worker)."""
+        self.rescan_needed = True
+        self._weeks.clear()
+
+    async def _publish_or_dead_letter(self, user: bytes, window: UserWindow, *, model_done: bool = False) -> None:
+        try:
+            if model_done:
+                await self._publish(user, window, datetime.now(UTC))
+            else:
+                await self._result(user, window)
+        except StageError as error:
+            # the uploads were acknowledged when applied: each gets a dead letter, and the user's
+            # next upload starts a new result
+            await self._dead_letters.send_unpublished(user, window.pending, error)
+            window.pending = []
+
+    async def _publish(self, user: bytes, window: UserWindow, now: datetime) -> None:
+        """Publish one result for the window's pending uploads; on failure they stay pending."""
+        model = self._weeks.model(user) or ModelOutcome()
         with tracer.start_as_current_span("compute metrics"):
             try:
-                record = build_prediction(window, user.decode(), window.pending, datetime.now(UTC), model)
+                blocks = self._weeks.blocks(user, window, now)
+                record = build_prediction(window, user.decode(), window.pending, now, model, blocks)
             except Exception as exc:
                 raise StageError("compute", exc) from exc
             try:
@@ -328,14 +405,8 @@ class UploadProcessor:
             self.pending_users = {user for user in self._store.users() if self._store.peek(user).pending}
         for user in list(self.pending_users):
             async with self._store.editing(user) as window:
-                if window.pending and self._due(window):
-                    try:
-                        await self._publish(user, window)
-                    except StageError as error:
-                        # the uploads were acknowledged when applied: each gets a dead letter, and
-                        # the user's next upload starts a new result
-                        await self._dead_letters.send_unpublished(user, window.pending, error)
-                        window.pending = []
+                if window.pending and self._due(user, window):
+                    await self._publish_or_dead_letter(user, window)
                 self._track_pending(user, window)
 
 
@@ -423,9 +494,12 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         metrics.ASSIGNED_PARTITIONS.set(sum(1 for tp in assigned if tp.topic == HEALTH_SAMPLES))
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # see on_assigned
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        processor.cancel_model_runs()
+
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # see on_assigned
     async def on_restored(sender: Any, **kwargs: Any) -> None:
-        # windows were restored from the changelog: find the uploads still to publish
-        processor.rescan_needed = True
+        processor.rebalanced()
 
     return app

@@ -50,8 +50,22 @@ OFFSET_GAPS = Counter(
     "Offsets the consumer jumped over without delivering them (records never processed), by topic.",
     ["topic"],
 )
+WEEK_BLOCKS = Counter(
+    "circadia_worker_week_blocks_total",
+    "Results' week blocks (circadian, cosinor, sleep), by whether they were computed or reused.", ["outcome"],
+)
+WEEK_CACHE_USERS = Gauge("circadia_worker_week_cache_users", "Users whose week blocks are kept in memory.")
+MODEL_REFRESHES = Counter(
+    "circadia_worker_model_refreshes_total",
+    "Model (PAT) runs in the background, by outcome (published: the held result went out; failed).",
+    ["outcome"],
+)
 
 # Known label values start at zero, so dashboards and alerts see a series before the first event.
 for _outcome in ("applied", "duplicate", "dead_lettered"):
     RECORDS.labels(_outcome)
+for _outcome in ("computed", "reused"):
+    WEEK_BLOCKS.labels(_outcome)
+for _outcome in ("published", "failed"):
+    MODEL_REFRESHES.labels(_outcome)
 OFFSET_GAPS.labels(HEALTH_SAMPLES)

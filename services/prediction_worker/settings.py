@@ -22,6 +22,15 @@ class WorkerSettings(ServiceSettings):
         default=30.0, ge=6,
         description="How long the group waits for a silent worker before reassigning its partitions.",
     )
+    worker_week_metrics_interval_seconds: float = Field(
+        default=600.0, ge=0,
+        description="The blocks over the whole week (circadian, cosinor, scored sleep, sleep nights, PAT) are "
+                    "recomputed at most once per user per this many seconds, or when the window gains a day of "
+                    "data; results say in as_of when each block was computed. 0 recomputes them for every result.")
+    worker_week_metrics_cache_users: int = Field(
+        default=20_000, ge=1,
+        description="Users whose week blocks are kept in memory (least recently used leave first; a user "
+                    "not kept costs one recomputation).")
     worker_publish_attempts: int = Field(default=5, ge=1)
     worker_max_pending: int = Field(
         default=1000, ge=1,

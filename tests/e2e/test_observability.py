@@ -44,6 +44,9 @@ def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPat
     stack = LocalStack(root, ports, external_kafka=kafka_bootstrap, external_redis=redis_url, scrape_interval="1s",
                        overrides=(("CIRCADIA_WORKER_APP_ID", f"circadia-observed-{RUN}"),
                                   ("CIRCADIA_WORKER_PAT_WEIGHTS_PATH", str(weights)),
+                                  # every result runs every stage (the model too), so each
+                                  # latency panel has data while the test polls
+                                  ("CIRCADIA_WORKER_WEEK_METRICS_INTERVAL_SECONDS", "0"),
                                   ("OTEL_BSP_SCHEDULE_DELAY", "200")))
     try:
         stack.up(report=lambda line: None)
@@ -162,7 +165,8 @@ def panel_queries() -> list[tuple[str, str]]:
 
 async def _steady_traffic(stack: LocalStack) -> None:
     """A small upload for the traffic user (whose window holds a week of counts, so the model
-    runs): keeps the [1m] rates of the latency panels above zero while the test polls."""
+    runs: this stack recomputes the week's blocks for every result): keeps the [1m] rates of
+    the latency panels above zero while the test polls."""
     user = f"traffic-{RUN}"
     start = WEEK_START + timedelta(days=6, hours=12)
     body = {"upload_id": str(uuid.uuid4()), "device": {"id": "gt3x", "model": "GT3X+", "os": "fw 4"},

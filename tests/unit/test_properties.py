@@ -96,7 +96,9 @@ predictions = st.fixed_dictionaries({
                                                                                               min_size=64, max_size=64),
         "normalisation": st.text(max_size=30), "input": st.just("activity_count"), "coverage": st.floats(0, 1),
         "embedding": st.lists(st.floats(-1e3, 1e3, width=32), min_size=96, max_size=96)}),
-    "pat_unavailable": st.none() | st.text(max_size=60), "clinical_scores": st.just([])})
+    "pat_unavailable": st.none() | st.text(max_size=60), "clinical_scores": st.just([]),
+    "as_of": st.dictionaries(st.sampled_from(["window", "daily_activity", "circadian", "pat"]),
+                             st.fixed_dictionaries({"computed_at": instants, "window_end": instants}), max_size=4)})
 
 
 @settings(max_examples=150, deadline=None)

@@ -69,6 +69,8 @@ def prediction_record() -> dict:
                 "input": "activity_count", "coverage": 0.95, "embedding": [0.5] * 96},
         "pat_unavailable": None,
         "clinical_scores": [],
+        "as_of": {"daily_activity": {"computed_at": T1, "window_end": T1},
+                  "circadian": {"computed_at": T0, "window_end": T0}},
     }
 
 
