@@ -431,7 +431,7 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
     app = faust.App(
         settings.worker_app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
-        store="memory://",
+        store=settings.worker_store,
         datadir=str(settings.worker_data_dir),
         web_enabled=False,
         topic_partitions=_PARTITIONS[HEALTH_SAMPLES],

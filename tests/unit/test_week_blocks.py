@@ -137,7 +137,7 @@ def event_for(user: str, offset: int) -> tuple[str, Event, float]:
 
 async def test_one_users_stalled_model_does_not_hold_back_other_users_results() -> None:
     predictions = FakeTopic()
-    stall = 1.5
+    stall = 5.0  # the stall: one user's model takes 5 s
     model = StallingModel({"slow"}, stall)
     table: dict[bytes, bytes] = {}
     processor = UploadProcessor(
