@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import cramjam
 import numpy as np
@@ -54,10 +54,15 @@ HR_SUM, HR_WEIGHT = "heart_rate_sum", "heart_rate_weight"
 # the resampled measures, in the order an upload's samples are merged (it decides which tracks
 # a device's measures dict holds first, and so the changelog value's layout)
 _TIMED = {measure: code for code, measure in enumerate((*MOVEMENT, "heart_rate"))}
-# CWIN2: the arrays compressed with zstd level 1. CWIN1 (zlib level 1) is still read: a changelog
-# written before the change restores. On a full week zstd 1 is smaller than zlib 1 (14 against 19 KB
-# for a watch) at a third of the CPU to write and half to read (bench/worker_apply.py).
+# CWIN2: the minute arrays, then the sleep intervals as columns (start, end, offset, stage and
+# device indices), compressed together with zstd level 1; the header (JSON) holds the rest. CWIN1
+# (zlib level 1, the sleep intervals in the header) is still read: a changelog written before the
+# change restores. On a full week zstd 1 is smaller than zlib 1 (14 against 19 KB for a watch) at a
+# third of the CPU to write and half to read, and a week's 250 stage intervals as columns cost a
+# tenth of what they cost as JSON rows (bench/worker_apply.py).
 _MAGIC, _MAGIC_ZLIB = b"CWIN2", b"CWIN1"
+_SLEEP_COLUMNS = (("start_ms", "<i8"), ("end_ms", "<i8"), ("utc_offset_minutes", "<i4"), ("stage", "<u2"),
+                  ("device", "<u2"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)  # built once: apply converts two instants per sample
 MAX_PIECES = 1 << 20  # sample-minute pieces resampled at once (memory: ~60 bytes each)
@@ -135,8 +140,7 @@ def _spread(start: np.ndarray, end: np.ndarray, value: np.ndarray, weigh: bool) 
     return _Spread(first=lo, values=values, weights=weights, covered=covered, dropped=dropped)
 
 
-@dataclass(frozen=True)
-class SleepInterval:
+class SleepInterval(NamedTuple):  # a tuple: a restored window builds hundreds of them
     start_ms: int
     end_ms: int
     stage: str
@@ -293,11 +297,21 @@ class UserWindow:
             for name, values in measures.items():
                 layout[device][name] = len(arrays)
                 arrays.append(np.ascontiguousarray(values, dtype="<f8").tobytes())
+        stages = sorted({iv.stage for iv in self.sleep})
+        devices = sorted({iv.device for iv in self.sleep})
+        stage_index, device_index = {v: i for i, v in enumerate(stages)}, {v: i for i, v in enumerate(devices)}
+        columns = (
+            [iv.start_ms for iv in self.sleep], [iv.end_ms for iv in self.sleep],
+            [iv.utc_offset_minutes for iv in self.sleep], [stage_index[iv.stage] for iv in self.sleep],
+            [device_index[iv.device] for iv in self.sleep],
+        )
+        for column, (_, dtype) in zip(columns, _SLEEP_COLUMNS, strict=True):
+            arrays.append(np.array(column, dtype=dtype).tobytes())
         header = json.dumps({
             "end_minute": self.end_minute,
             "utc_offset_minutes": self.utc_offset_minutes,
             "layout": layout,
-            "sleep": [[iv.start_ms, iv.end_ms, iv.stage, iv.utc_offset_minutes, iv.device] for iv in self.sleep],
+            "sleep": {"count": len(self.sleep), "stages": stages, "devices": devices},
             "applied": self.applied,
             "pending": self.pending,
             "last_published_ms": self.last_published_ms,
@@ -316,23 +330,42 @@ class UserWindow:
             header = json.loads(data[offset:offset + size])
             body = data[offset + size:]
             blob = zlib.decompress(body) if magic == _MAGIC_ZLIB else bytes(cramjam.zstd.decompress(body))
-        except (ValueError, zlib.error, cramjam.DecompressionError) as exc:
-            raise StateFormatError(f"corrupt user window: {exc}") from None
-        stride = WINDOW_MINUTES * 8
-        tracks: dict[str, dict[str, np.ndarray]] = {}
-        for device, measures in header["layout"].items():
-            tracks[device] = {}
-            for name, index in measures.items():
-                chunk = blob[index * stride:(index + 1) * stride]
-                if len(chunk) != stride:
-                    raise StateFormatError("truncated user window")
-                tracks[device][name] = np.frombuffer(chunk, dtype="<f8").copy()
-        return cls(
-            end_minute=header["end_minute"],
-            utc_offset_minutes=header["utc_offset_minutes"],
-            tracks=tracks,
-            sleep=[SleepInterval(*row) for row in header["sleep"]],
-            applied=header["applied"],
-            pending=header["pending"],
-            last_published_ms=header["last_published_ms"],
-        )
+            stride = WINDOW_MINUTES * 8
+            tracks: dict[str, dict[str, np.ndarray]] = {}
+            for device, measures in header["layout"].items():
+                tracks[device] = {}
+                for name, index in measures.items():
+                    chunk = blob[index * stride:(index + 1) * stride]
+                    if len(chunk) != stride:
+                        raise StateFormatError("truncated user window")
+                    tracks[device][name] = np.frombuffer(chunk, dtype="<f8").copy()
+            if magic == _MAGIC_ZLIB:
+                sleep = [SleepInterval(*row) for row in header["sleep"]]
+            else:
+                sleep = cls._sleep_columns(header["sleep"], blob[sum(len(m) for m in tracks.values()) * stride:])
+            return cls(
+                end_minute=header["end_minute"],
+                utc_offset_minutes=header["utc_offset_minutes"],
+                tracks=tracks,
+                sleep=sleep,
+                applied=header["applied"],
+                pending=header["pending"],
+                last_published_ms=header["last_published_ms"],
+            )
+        except StateFormatError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, zlib.error, cramjam.DecompressionError) as exc:
+            raise StateFormatError(f"corrupt user window: {exc!r}") from None
+
+    @staticmethod
+    def _sleep_columns(meta: Mapping[str, Any], blob: bytes) -> list[SleepInterval]:
+        count, at, columns = int(meta["count"]), 0, []
+        for _, dtype in _SLEEP_COLUMNS:
+            width = np.dtype(dtype).itemsize * count
+            if len(blob) < at + width:
+                raise StateFormatError("truncated user window")
+            columns.append(np.frombuffer(blob[at:at + width], dtype=dtype).tolist())
+            at += width
+        stages, devices = meta["stages"], meta["devices"]
+        return [SleepInterval(start, end, stages[stage], offset, devices[device])
+                for start, end, offset, stage, device in zip(*columns, strict=True)]

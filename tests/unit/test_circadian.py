@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from prediction_worker.science import circadian
 from prediction_worker.science.circadian import (
     cosinor,
     interdaily_stability,
@@ -319,3 +320,36 @@ def test_cosinor_amplitude_is_never_negative() -> None:
     assert result["amplitude"] == pytest.approx(8.0, abs=1e-9)
     assert result["acrophase_hours"] == pytest.approx(2.5, abs=1e-9)
     assert math.isclose(result["mesor"], 0.0, abs_tol=1e-9)
+
+
+def windows_one_by_one(profile: np.ndarray, width: int) -> np.ndarray:
+    """The circular window means written plainly: each window's present values, summed alone."""
+    wrapped = np.concatenate([profile, profile[: width - 1]])
+    means = np.full(len(profile), np.nan)
+    for first in range(len(profile)):
+        window = wrapped[first:first + width]
+        if (~np.isnan(window)).any():
+            means[first] = np.nansum(window) / np.count_nonzero(~np.isnan(window))
+    return means
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_window_means_agree_with_summing_each_window_alone(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    profile = rng.random(1440) * rng.choice([1.0, 100.0, 2000.0])
+    profile[rng.random(1440) < rng.random() * 0.3] = np.nan
+    if seed % 3 == 0:
+        profile[300:700] = 0.0  # a quiet night: windows of exact zeros stay exact zeros
+    for width in (circadian.M10_MINUTES, circadian.L5_MINUTES):
+        fast, plain = circadian._circular_window_means(profile, width), windows_one_by_one(profile, width)
+        assert np.array_equal(np.isnan(fast), np.isnan(plain))
+        present = ~np.isnan(plain)
+        assert np.allclose(fast[present], plain[present], rtol=1e-14, atol=0)
+        assert np.array_equal(fast[plain == 0], plain[plain == 0])
+        # and the onsets: the earliest window within the tie tolerance of the extreme
+        largest = width == circadian.M10_MINUTES
+        signed = plain if largest else -plain
+        best = np.nanmax(signed)
+        expected = int(np.flatnonzero(signed >= best - 1e-12 * max(abs(best), np.finfo(float).tiny))[0])
+        extreme = circadian.most_active_window if largest else circadian.least_active_window
+        assert extreme(profile, width)[1] == expected

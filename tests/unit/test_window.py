@@ -162,23 +162,42 @@ def test_corrupt_bytes_are_refused(data: bytes) -> None:
 
 
 def test_a_window_written_in_the_zlib_format_is_still_read() -> None:
-    """A changelog written before the zstd format (CWIN1) restores to the same window."""
-    import json
+    """A changelog written before the zstd format (CWIN1: zlib, sleep intervals as JSON rows in
+    the header) restores to the same window."""
     import struct
     import zlib
 
     window = UserWindow()
-    window.apply(upload(sample("step_count", T0, 1, 30), sample("heart_rate", T0, 2, 61.5)))
+    window.apply(upload(sample("step_count", T0, 1, 30), sample("heart_rate", T0, 2, 61.5),
+                        sample("sleep_analysis", T0 - timedelta(hours=8), 420, stage="asleep_core")))
+    assert window.sleep
     current = window.to_bytes()
     assert current.startswith(b"CWIN2")
-    (size,) = struct.unpack(">I", current[5:9])
-    header = current[9:9 + size]
+    header = json.loads(current[9:9 + struct.unpack(">I", current[5:9])[0]])
+    header["sleep"] = [[iv.start_ms, iv.end_ms, iv.stage, iv.utc_offset_minutes, iv.device] for iv in window.sleep]
     arrays = b"".join(np.ascontiguousarray(values, dtype="<f8").tobytes()
                       for measures in window.tracks.values() for values in measures.values())
-    assert list(json.loads(header)["layout"]) == list(window.tracks)
-    old = b"CWIN1" + struct.pack(">I", size) + header + zlib.compress(arrays, 1)
+    old_header = json.dumps(header).encode()
+    old = b"CWIN1" + struct.pack(">I", len(old_header)) + old_header + zlib.compress(arrays, 1)
     restored = UserWindow.from_bytes(old)
+    assert restored.sleep == window.sleep
     assert restored.to_bytes() == current
+
+
+def test_a_window_cut_short_in_its_sleep_columns_is_refused() -> None:
+    import struct
+
+    import cramjam
+
+    window = UserWindow()
+    window.apply(upload(sample("step_count", T0, 1, 30),
+                        sample("sleep_analysis", T0 - timedelta(hours=8), 420, stage="asleep_core")))
+    data = window.to_bytes()
+    size = struct.unpack(">I", data[5:9])[0]
+    blob = bytes(cramjam.zstd.decompress(data[9 + size:]))
+    cut = data[:9 + size] + bytes(cramjam.zstd.compress(blob[:-3], level=1))
+    with pytest.raises(StateFormatError, match="truncated"):
+        UserWindow.from_bytes(cut)
 
 
 def test_a_sample_across_the_window_start_keeps_only_its_share_inside() -> None:
