@@ -44,12 +44,26 @@ class UnknownSchemaError(ValueError):
     """A message names a schema fingerprint that no file in ``schemas/`` has."""
 
 
+# Logical types a reader may leave as their underlying values (see SchemaSet.decode)
+_PLAIN_LOGICAL = frozenset({"timestamp-millis", "timestamp-micros", "uuid"})
+
+
+def _without_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items()
+                if not (k == "logicalType" and v in _PLAIN_LOGICAL)}
+    if isinstance(node, list):
+        return [_without_logical_types(item) for item in node]
+    return node
+
+
 @dataclass(frozen=True)
 class AvroSchema:
     name: str
     parsed: Any
     fingerprint: str
     path: Path
+    plain: Any = None  # ``parsed`` with timestamps read as ints and uuids as strings
 
     @classmethod
     def from_file(cls, path: Path) -> AvroSchema:
@@ -61,6 +75,7 @@ class AvroSchema:
             parsed=parsed,
             fingerprint=fingerprint(canonical, "SHA-256"),
             path=path,
+            plain=fastavro.parse_schema(_without_logical_types(raw)),
         )
 
     def validate(self, record: Mapping[str, Any]) -> None:
@@ -127,8 +142,13 @@ class SchemaSet:
     def __iter__(self):
         return iter(self._by_name.values())
 
-    def decode(self, data: bytes, headers: Headers, expected: AvroSchema) -> dict[str, Any]:
-        """Decode ``data`` written with the schema its headers name, read as ``expected``."""
+    def decode(self, data: bytes, headers: Headers, expected: AvroSchema, *, logical: bool = True) -> dict[str, Any]:
+        """Decode ``data`` written with the schema its headers name, read as ``expected``.
+
+        With ``logical=False`` timestamps stay the integers they are on the wire (milliseconds
+        since the epoch for ``timestamp-millis``) and uuids stay strings: a reader that works in
+        milliseconds anyway (the worker's window) saves a datetime per timestamp, a third of the
+        decoding of an upload's samples."""
         value = header(headers, HEADER_FINGERPRINT)
         if value is None:
             raise UnknownSchemaError(f"message has no {HEADER_FINGERPRINT} header")
@@ -136,7 +156,9 @@ class SchemaSet:
         if writer is None:
             raise UnknownSchemaError(f"unknown schema fingerprint {value[:64]!r}")
         # every schema of the registry is a record, and a record reads as a dict
-        return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(data), writer.parsed, expected.parsed))
+        if logical:
+            return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(data), writer.parsed, expected.parsed))
+        return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(data), writer.plain, expected.plain))
 
 
 def header(headers: Headers | None, name: str) -> bytes | None:

@@ -254,7 +254,8 @@ class UploadProcessor:
 
     async def _apply(self, event: faust.EventT, headers: Headers) -> str:
         try:
-            upload = self._schemas.decode(event.value, headers, self._upload_schema)
+            # timestamps as the integers on the wire: the window works in milliseconds
+            upload = self._schemas.decode(event.value, headers, self._upload_schema, logical=False)
         except Exception as exc:  # undecodable bytes take many exception types; all are permanent
             raise StageError("decode", exc) from exc
         user, upload_id = upload["user_id"].encode(), str(upload["upload_id"])
@@ -365,7 +366,9 @@ class UploadProcessor:
             except Exception as exc:
                 raise StageError("compute", exc) from exc
             try:
-                value = self._prediction_schema.encode(record)
+                # the strict writer refuses a wrong type, a missing or unknown field; the separate
+                # validation pass would cost as much again for a record this code built
+                value = self._prediction_schema.write(record)
             except Exception as exc:  # a result the schema refuses is a bug, not a retry
                 raise StageError("encode", exc) from exc
         # the aiokafka instrumentation adds the PRODUCER span and the traceparent header

@@ -72,8 +72,21 @@ class StateFormatError(ValueError):
     """Bytes that are not a serialised window (wrong magic, truncated, inconsistent)."""
 
 
-def _ms(value: datetime) -> int:
+def _ms(value: datetime | int) -> int:
+    """Milliseconds since the epoch of an instant, decoded as a datetime or left as the integer
+    it is on the wire (``SchemaSet.decode(..., logical=False)``, what the worker does)."""
+    if isinstance(value, int):
+        return value
     return (value - _EPOCH) // _MILLISECOND
+
+
+def _ms_array(samples: list[Mapping[str, Any]], key: str) -> np.ndarray:
+    if samples and isinstance(samples[0][key], int):
+        try:
+            return np.array([s[key] for s in samples], dtype=np.int64)
+        except TypeError:  # mixed: take them one by one
+            pass
+    return np.array([_ms(s[key]) for s in samples], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -186,8 +199,7 @@ class UserWindow:
         received_ms = _ms(upload["received_at"])
         timed = [s for s in samples if s["type"] in _TIMED]
         kinds = np.array([_TIMED[s["type"]] for s in timed], dtype=np.int8)
-        starts = np.array([_ms(s["start"]) for s in timed], dtype=np.int64)
-        ends = np.array([_ms(s["end"]) for s in timed], dtype=np.int64)
+        starts, ends = _ms_array(timed, "start"), _ms_array(timed, "end")
         values = np.array([float(s["value"]) for s in timed], dtype=np.float64)
         if timed:
             # the latest sample by (end, start), the first of equals in upload order

@@ -419,20 +419,24 @@ def test_vectorised_apply_gives_the_per_sample_window_on_the_traffic_model() -> 
         if len(users) == len(DEVICES):
             break
 
-    def decoded(body: dict, user: str) -> dict:
+    def decoded(body: dict, user: str, logical: bool = True) -> dict:
         value = schema.write(UploadRequest.validate_json(json.dumps(body), rules).to_record(user, now))
-        return schemas.decode(value, schema.headers(), schema)
+        return schemas.decode(value, schema.headers(), schema, logical=logical)
 
-    window, reference = UserWindow(), PerSampleWindow()
+    # the worker decodes with logical=False (instants stay integer milliseconds): same window
+    window, reference, as_ints = UserWindow(), PerSampleWindow(), UserWindow()
     for item in prefills:
         apply_both(window, reference, decoded(item.body, item.user))
+        as_ints.apply(decoded(item.body, item.user, logical=False))
     kinds = set()
     for _ in range(15):
         for name in users.values():
             item = model.next_upload(name, now)
             kinds.add(item.kind)
             apply_both(window, reference, decoded(item.body, name))
+            as_ints.apply(decoded(item.body, name, logical=False))
     changelog(window, reference)
+    assert as_ints.to_bytes() == window.to_bytes()
     assert {"small", "radar", "backlog"} <= kinds and len(window.tracks) == 3
 
 
