@@ -171,12 +171,13 @@ class LocalStack:
             self._wait(spec, timeout)
             report(f"{spec.name:<16} ready ({spec.probe(self.ports)})")
 
-    def start_service(self, name: str, *, wait: bool = True, timeout: float = 120.0,
+    def start_service(self, name: str, *, wait: bool = True, timeout: float = 120.0, module: str | None = None,
                       **overrides: str) -> None:
-        """Start one service (if it is not running) with the stack's settings plus ``overrides``."""
+        """Start one service (if it is not running) with the stack's settings plus ``overrides``;
+        ``module`` runs another entry point in its place (the tests' fault-injecting worker)."""
         spec = next(s for s in SERVICES if s.name == name)
         env = {**_inherited_environment(), **self.environment(), **overrides}
-        self.process(name).start([sys.executable, "-m", spec.module], env)
+        self.process(name).start([sys.executable, "-m", module or spec.module], env)
         if wait:
             self._wait(spec, timeout)
 
