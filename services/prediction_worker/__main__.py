@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
 import prometheus_client
 
@@ -62,8 +64,11 @@ def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object) ->
     async def rotate_kafka_password(secret: Secret | None) -> None:
         if isinstance(credentials, faust.SASLCredentials):
             credentials.password = secret.value if secret is not None else None
-            for client in live_kafka_clients(app):
-                set_client_password(client, credentials.password)
+            for client, loop in live_kafka_clients(app):
+                if loop is None:
+                    set_client_password(client, credentials.password)
+                else:  # the client belongs to another thread: its own loop writes it
+                    loop.call_soon_threadsafe(set_client_password, client, credentials.password)
 
     watcher.on_change("kafka_sasl_password", rotate_kafka_password)
 
@@ -75,16 +80,18 @@ def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object) ->
         await audit.start()
 
 
-def live_kafka_clients(app: faust.App) -> list[object]:
-    """The aiokafka clients of faust's producer and of its consumer (which runs in faust's
-    consumer thread; only an attribute is written, never a coroutine run there)."""
-    clients: list[object] = []
+def live_kafka_clients(app: faust.App) -> list[tuple[object, asyncio.AbstractEventLoop | None]]:
+    """The aiokafka clients of faust's producer and of its consumer, each with the loop of the
+    thread it belongs to: None for the producer's (this thread's), the consumer thread's loop for
+    the consumer's, so the password is written there and never from another thread."""
+    clients: list[tuple[object, asyncio.AbstractEventLoop | None]] = []
     producer = getattr(app.producer, "_producer", None)
     if producer is not None:
-        clients.append(producer.client)
-    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+        clients.append((producer.client, None))
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
     if consumer is not None:
-        clients.append(consumer._client)  # noqa: SLF001  # aiokafka exposes no setter
+        clients.append((consumer._client, thread.thread_loop))  # type: ignore[union-attr]  # noqa: SLF001
     return clients
 
 

@@ -11,6 +11,11 @@ such records back: a partition that is not active when the fetch returns is soug
 to the first record it returned, in the same step, so nothing moves its position but
 delivery.
 
+Upstream: faust-streaming/faust#221 reports records prefetched before a rebalance reaching
+the stream after it (out of order); faust 0.15.3 has no give-back, and the invariant relied on
+(a record of a partition that is not active never moves its position) is tested in
+``tests/unit/test_worker_consumer.py``.
+
 Skipped records are also looked for directly: for each partition of health.samples.v1
 the consumer knows the next offset it must hand to the streams (the committed offset after
 a seek, then one past each record handed over). A record beyond it means records were

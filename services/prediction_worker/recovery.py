@@ -22,6 +22,10 @@ seek that times out stops the worker instead of leaving the partitions paused. T
 faust takes for an app without tables (``Recovery._resume_streams``) has the old order, but
 the worker always has its windows table.
 
+Upstream: faust-streaming/faust#596 (open) reports this race, queues cleared after the
+consumer resumed leaving gaps in the acked offsets; #216, fixed by #217, was the same order
+in ``_resume_streams``, the path of an app without tables.
+
 This recovery and the worker's consumer go together. In faust's order the active set is
 not empty during the seek; here it can be, and only the consumer's give-back keeps a
 waiting fetch from undoing the seek. ``tests/unit/test_worker_recovery.py`` checks that faust's own
