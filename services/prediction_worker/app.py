@@ -144,11 +144,18 @@ class WindowStore:
             log.error("unreadable user window, starting afresh", exc_info=True, extra={"user": user.decode()})
             return UserWindow()
 
-    def users(self) -> list[bytes]:
-        return list(self._table.keys())
-
-    def peek(self, user: bytes) -> UserWindow:
-        return self._read(user)
+    def users_with_pending(self) -> set[bytes]:
+        """Users whose window holds uploads not yet reflected in a result (read from each
+        window's header; an unreadable window is left to its next upload, which resets it)."""
+        found = set()
+        for user, raw in list(self._table.items()):
+            try:
+                if UserWindow.pending_in(raw):
+                    found.add(user)
+            except StateFormatError:
+                log.error("unreadable user window while looking for pending uploads", exc_info=True,
+                          extra={"user": user.decode(errors="replace")})
+        return found
 
 
 class DeadLetters:
@@ -405,7 +412,7 @@ class UploadProcessor:
         and after a restart the pending uploads restored from the changelog)."""
         if self.rescan_needed:
             self.rescan_needed = False
-            self.pending_users = {user for user in self._store.users() if self._store.peek(user).pending}
+            self.pending_users = self._store.users_with_pending()
         for user in list(self.pending_users):
             async with self._store.editing(user) as window:
                 if window.pending and self._due(user, window):
@@ -447,6 +454,7 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
         consumer_auto_offset_reset="earliest",
         broker_credentials=credentials,
         broker_session_timeout=settings.worker_session_timeout_seconds,
+        consumer_group_instance_id=settings.worker_instance_id,
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 3),
         TableManager=SeekFirstTableManager,  # see prediction_worker.recovery
     )

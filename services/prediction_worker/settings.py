@@ -23,6 +23,11 @@ class WorkerSettings(ServiceSettings):
         description="At most one result per user per this many seconds; uploads in between are "
         "reflected together. 0 publishes after every upload.",
     )
+    worker_instance_id: str | None = Field(
+        default=None,
+        description="Static group membership (Kafka's group.instance.id): a worker restarted with the same id "
+                    "takes its partitions back without waiting out the session timeout. Unique per worker, "
+                    "stable across its restarts (a StatefulSet pod's name); unset: dynamic membership.")
     worker_session_timeout_seconds: float = Field(
         default=30.0, ge=6,
         description="How long the group waits for a silent worker before reassigning its partitions.",

@@ -370,6 +370,18 @@ class UserWindow:
             raise StateFormatError(f"corrupt user window: {exc!r}") from None
 
     @staticmethod
+    def pending_in(data: bytes) -> list[str]:
+        """The ``pending`` upload ids of a serialised window, from its header alone (a worker
+        that has just restored thousands of windows looks for pending uploads in each)."""
+        if data[:len(_MAGIC)] not in (_MAGIC, _MAGIC_ZLIB) or len(data) < len(_MAGIC) + 4:
+            raise StateFormatError("not a serialised user window")
+        (size,) = struct.unpack(">I", data[len(_MAGIC):len(_MAGIC) + 4])
+        try:
+            return list(json.loads(data[len(_MAGIC) + 4:len(_MAGIC) + 4 + size])["pending"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateFormatError(f"corrupt user window: {exc!r}") from None
+
+    @staticmethod
     def _sleep_columns(meta: Mapping[str, Any], blob: bytes) -> list[SleepInterval]:
         count, at, columns = int(meta["count"]), 0, []
         for _, dtype in _SLEEP_COLUMNS:

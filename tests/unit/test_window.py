@@ -454,3 +454,13 @@ def test_samples_that_each_span_the_week_are_resampled_in_bounded_batches(monkey
     assert window.end_minute == reference.end_minute
     for name in ("step_count", HR_SUM, HR_WEIGHT):
         np.testing.assert_allclose(window.tracks["phone"][name], reference.tracks["phone"][name], rtol=1e-12)
+
+
+def test_pending_is_read_from_the_header_alone() -> None:
+    window = UserWindow()
+    window.apply(upload(sample("step_count", T0, 1, 30)))
+    window.pending = ["a", "b"]
+    assert UserWindow.pending_in(window.to_bytes()) == ["a", "b"] == UserWindow.from_bytes(window.to_bytes()).pending
+    for data in (b"", b"CWIN2\x00\x00\x00\x05{}abc", b"CWIN2\x00\x00\x00\x02{}"):
+        with pytest.raises(StateFormatError):
+            UserWindow.pending_in(data)
