@@ -13,11 +13,6 @@ class WorkerSettings(ServiceSettings):
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9100, ge=1, le=65535)
     worker_data_dir: Path = Path("/var/lib/circadia/worker")
-    worker_store: Literal["memory://", "rocksdb://"] = Field(
-        default="memory://",
-        description="faust's table store for the windows: memory:// replays the whole changelog on every start; "
-                    "rocksdb:// (faust's RocksDB store, through rocksdict) keeps them in CIRCADIA_WORKER_DATA_DIR "
-                    "with their offsets, so a restart reads only what is new (needs the rocksdict package).")
     worker_debounce_seconds: float = Field(
         default=0.0, ge=0,
         description="At most one result per user per this many seconds; uploads in between are "
