@@ -84,6 +84,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest.run
 	$(BIN)/python bench/compression.py
 	$(BIN)/python -m bench.worker_apply
+	$(BIN)/python -m bench.worker_pipeline
+	$(BIN)/python -m bench.worker_restart
+	$(BIN)/python -m bench.worker_restart --static-membership
 
 ## make fetch-pat URL=<link from the PAT authors' README> OUT=.local/pat/PAT-L.h5 [SHA256=<hex>]
 ## downloads published PAT weights (CC BY 4.0) and verifies or prints their sha256
