@@ -58,6 +58,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +138,7 @@ class Pipeline:
         self.app_id = f"circadia-bench-{uuid.uuid4().hex[:8]}"
         self.codec = Codec()
         self.model = TrafficModel(seed=seed)
+        self.seed = seed
         self.users = [f"bench-{seed}-{i:05d}" for i in range(users)]
         self.producer: AIOKafkaProducer | None = None
         self.results: AIOKafkaConsumer | None = None
@@ -221,7 +223,15 @@ class Pipeline:
 
     async def prefill(self) -> dict[str, Any]:
         now = datetime.now(UTC)
-        records = [self.codec.record(upload, now) for user in self.users for upload in self.model.prefill(user, now)]
+        for user in self.users:  # this process's model must know each user's clock
+            self.model.prefill(user, now)
+        # encoding 20 million samples takes minutes on one core: two processes build the same
+        # uploads (the model is deterministic in seed, user and now) and encode them
+        chunks = [self.users[i:i + 50] for i in range(0, len(self.users), 50)]
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            encoded = await asyncio.gather(*(asyncio.wrap_future(pool.submit(
+                _encode_prefill, self.seed, chunk, now.isoformat())) for chunk in chunks))
+        records = [record for chunk_records in encoded for record in chunk_records]
         report(f"prefill: {len(records)} uploads, {sum(r.samples for r in records):,} samples")
         await self.skip_to_end()
         sent, arrivals = Sent(), {}  # type: ignore[var-annotated]
@@ -335,6 +345,12 @@ class Pipeline:
         text = httpx.get(f"http://127.0.0.1:{self.ports.worker_metrics}/metrics", timeout=5).text
         return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
                 if line.startswith(wanted) and not line.startswith("#")}
+
+
+def _encode_prefill(seed: int, users: list[str], now_iso: str) -> list[Record]:
+    now = datetime.fromisoformat(now_iso)
+    model, codec = TrafficModel(seed=seed), Codec()
+    return [codec.record(upload, now) for user in users for upload in model.prefill(user, now)]
 
 
 def cpu_seconds(pid: int) -> float:
