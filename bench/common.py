@@ -1,10 +1,11 @@
-"""What the benchmarks share: the event loop they run on, progress lines, and their section
-of docs/benchmarks.md."""
+"""What the benchmarks share: the event loop they run on, free loopback ports, progress lines, and
+their section of docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,13 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the benchmarks' servers bind 127.0.0.1 only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def reporter() -> Callable[[str], None]:

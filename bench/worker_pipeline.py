@@ -53,7 +53,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -67,7 +66,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import reporter
+from bench.common import free_port, reporter
 from bench.traffic import TrafficModel, Upload
 from bench.worker_apply import machine
 from circadia.avro import SchemaSet
@@ -82,12 +81,6 @@ PARTITIONS = 6
 RSS_EVERY_S = 5.0
 POOL_SECONDS = 60.0
 report = reporter()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

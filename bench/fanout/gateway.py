@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -23,6 +22,7 @@ import jwt
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives import serialization
 
+from bench.common import free_port
 from circadia.avro import SchemaSet
 from circadia.devkeys import PRIVATE_KEY_FILE
 from circadia.devstack.stack import LocalStack, Ports
@@ -31,12 +31,6 @@ from circadia.topics import PREDICTIONS
 
 SERVICE = "fanout-gateway"
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
