@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 import faust
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.types import TableT
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from circadia.avro import AvroSchema, SchemaSet
@@ -275,6 +275,10 @@ class UploadProcessor:
             except Exception as exc:  # the window is not written back: nothing is half-applied
                 raise StageError("apply", exc) from exc
             window.pending.append(upload_id)
+            if len(window.pending) == 1:
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                window.pending_trace = carrier.get("traceparent", "")
             self._bound_pending(window)
             log.info("upload applied", extra={"upload_id": upload_id, "samples": report.samples,
                                               "dropped_too_old": report.dropped_too_old})
@@ -361,7 +365,7 @@ class UploadProcessor:
             # the uploads were acknowledged when applied: each gets a dead letter, and the user's
             # next upload starts a new result
             await self._dead_letters.send_unpublished(user, window.pending, error)
-            window.pending = []
+            window.pending, window.pending_trace = [], ""
 
     async def _publish(self, user: bytes, window: UserWindow, now: datetime) -> None:
         """Publish one result for the window's pending uploads; on failure they stay pending."""
@@ -397,7 +401,7 @@ class UploadProcessor:
         metrics.PREDICTIONS.inc()
         log.info("prediction published", extra={"prediction_id": record["prediction_id"],
                                                  "uploads": len(window.pending)})
-        window.pending = []
+        window.pending, window.pending_trace = [], ""
         window.last_published_ms = int(time.time() * 1000)
 
     def _track_pending(self, user: bytes, window: UserWindow) -> None:
@@ -416,7 +420,11 @@ class UploadProcessor:
         for user in list(self.pending_users):
             async with self._store.editing(user) as window:
                 if window.pending and self._due(user, window):
-                    await self._publish_or_dead_letter(user, window)
+                    # in the trace of the upload that started the pending batch
+                    cause = context_from_headers([("traceparent", window.pending_trace.encode())])
+                    with tracer.start_as_current_span("publish pending", context=cause,
+                                                      attributes={"circadia.uploads": len(window.pending)}):
+                        await self._publish_or_dead_letter(user, window)
                 self._track_pending(user, window)
 
 

@@ -175,6 +175,9 @@ class UserWindow:
     sleep: list[SleepInterval] = field(default_factory=list)
     applied: dict[str, int] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
+    # the W3C traceparent of the upload that made ``pending`` non-empty: a result published later
+    # (by the flush timer) belongs to that upload's trace
+    pending_trace: str = ""
     last_published_ms: int = 0
 
     @property
@@ -326,6 +329,7 @@ class UserWindow:
             "sleep": {"count": len(self.sleep), "stages": stages, "devices": devices},
             "applied": self.applied,
             "pending": self.pending,
+            "pending_trace": self.pending_trace,
             "last_published_ms": self.last_published_ms,
         }).encode()
         body = bytes(cramjam.zstd.compress(b"".join(arrays), level=1))
@@ -362,6 +366,7 @@ class UserWindow:
                 sleep=sleep,
                 applied=header["applied"],
                 pending=header["pending"],
+                pending_trace=header.get("pending_trace", ""),
                 last_published_ms=header["last_published_ms"],
             )
         except StateFormatError:

@@ -219,3 +219,26 @@ async def test_uploads_whose_result_can_never_be_published_are_each_dead_lettere
     assert all(stage_of(letter) == "publish" and letter[1] == b"" for letter in w.dead.sent)
     window = w.window()
     assert window is not None and window.pending == [] and window.holds(ids[0])
+
+
+async def test_a_result_published_later_by_the_flush_is_in_the_trace_of_its_first_upload() -> None:
+    from opentelemetry import trace
+
+    traces: list[int] = []
+
+    class TracingTopic(FakeTopic):
+        async def send(self, **kwargs: Any) -> asyncio.Future[None]:
+            traces.append(trace.get_current_span().get_span_context().trace_id)
+            return await super().send(**kwargs)
+
+    w = make_worker(predictions=TracingTopic([KafkaConnectionError(), KafkaConnectionError()]))
+    _, event = upload_event()
+    trace_id = uuid.uuid4().hex
+    event.headers.append(("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01".encode()))
+    await w.processor.handle(event)  # type: ignore[arg-type]
+    window = w.window()
+    assert window is not None and window.pending and trace_id in window.pending_trace
+    await w.processor.flush()
+    assert len(w.predictions.sent) == 1 and traces[-1] == int(trace_id, 16)
+    window = w.window()
+    assert window is not None and window.pending == [] and window.pending_trace == ""
