@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, *, besides: Iterable[int] = ()) -> list[int]:
+    """``count`` distinct free loopback ports, none of ``besides``: the sockets are held open
+    together while they are chosen, so the OS cannot hand out one port twice (two calls of
+    ``free_port`` can return the same port)."""
+    taken, ports, held = set(besides), [], []
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
 
 
 @functools.cache
@@ -72,7 +92,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             asyncio.run(ensure_topics(bootstrap))
             yield bootstrap
         return
-    kafka = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    port, controller = free_ports(2)
+    kafka = LocalKafka(tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller)
     kafka.start()
     try:
         asyncio.run(ensure_topics(kafka.bootstrap_servers))

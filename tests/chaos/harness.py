@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from circadia.devstack.stack import LocalStack, Ports
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
 
@@ -26,8 +26,10 @@ START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
 def chaos_stack(root: Path, *, kafka_port: int | None = None, kafka_advertised_port: int | None = None,
                 **overrides: str) -> LocalStack:
     """A stack with its own Kafka and Redis (the tests stop and restart them)."""
-    ports = Ports(kafka=kafka_port or free_port(), kafka_controller=free_port(), redis=free_port(), ingest=free_port(),
-                  fanout=free_port(), worker_metrics=free_port())
+    fixed = [port for port in (kafka_port, kafka_advertised_port) if port is not None]
+    kafka, controller, redis, ingest, fanout, worker = free_ports(6, besides=fixed)
+    ports = Ports(kafka=kafka_port or kafka, kafka_controller=controller, redis=redis, ingest=ingest, fanout=fanout,
+                  worker_metrics=worker)
     settings = {"CIRCADIA_WORKER_APP_ID": f"circadia-chaos-{uuid.uuid4().hex[:6]}",
                 "CIRCADIA_WORKER_SESSION_TIMEOUT_SECONDS": "6", "CIRCADIA_INGEST_PRODUCE_TIMEOUT_SECONDS": "3",
                 "CIRCADIA_SECRET_REFRESH_SECONDS": "3600", **overrides}

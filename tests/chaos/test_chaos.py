@@ -15,7 +15,7 @@ import pytest
 from circadia.devstack.stack import LocalStack
 from circadia.devstack.toxiproxy import LocalToxiproxy
 from tests.chaos.harness import Ledger, chaos_stack, traffic
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 WORKER, FANOUT = "prediction-worker", "fanout-gateway"
 
@@ -96,9 +96,9 @@ async def test_redis_stopped_and_back(stack: LocalStack) -> None:
 
 
 async def test_network_to_kafka_slow_stalled_and_cut(tmp_path: Path) -> None:
-    toxiproxy = LocalToxiproxy(tmp_path / "toxiproxy", port=free_port())
+    toxiproxy_port, proxy_port, kafka_port = free_ports(3)
+    toxiproxy = LocalToxiproxy(tmp_path / "toxiproxy", port=toxiproxy_port)
     toxiproxy.start()
-    proxy_port, kafka_port = free_port(), free_port()
     proxy = toxiproxy.proxy("kafka", proxy_port, f"127.0.0.1:{kafka_port}")
     stack = chaos_stack(tmp_path / "stack", kafka_port=kafka_port, kafka_advertised_port=proxy_port)
     ledger = Ledger()

@@ -22,7 +22,7 @@ from circadia.devkeys import DevIssuer
 from circadia.devstack.kafka import LocalKafka
 from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import ensure_topics
-from tests.conftest import free_port
+from tests.conftest import free_port, free_ports
 from tests.integration.conftest import Launcher
 
 USER = "circadia-services"
@@ -31,8 +31,9 @@ USER = "circadia-services"
 @pytest.fixture(scope="module")
 def scram_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalKafka, str]]:
     password = secrets.token_urlsafe(18)  # generated for this run, never stored in the tree
-    kafka = LocalKafka(tmp_path_factory.mktemp("scram-kafka"), port=free_port(), controller_port=free_port(),
-                       sasl_port=free_port(), scram_users=((USER, password),))
+    port, controller, sasl_port = free_ports(3)
+    kafka = LocalKafka(tmp_path_factory.mktemp("scram-kafka"), port=port, controller_port=controller,
+                       sasl_port=sasl_port, scram_users=((USER, password),))
     kafka.start()
     try:
         asyncio.run(ensure_topics(kafka.bootstrap_servers))

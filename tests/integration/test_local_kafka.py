@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from circadia.devstack.kafka import LocalKafka, broker_answers
 from circadia.kafka import ensure_topics, topic_partitions
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS, TOPICS
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 
 async def _produce(bootstrap: str) -> int:
@@ -37,7 +37,8 @@ async def _read(bootstrap: str, offset: int) -> bytes:
 
 
 def test_launcher_formats_once_and_a_restart_keeps_topics_and_records(tmp_path: Path) -> None:
-    kafka = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    port, controller = free_ports(2)
+    kafka = LocalKafka(tmp_path / "kafka", port=port, controller_port=controller)
     kafka.start()
     try:
         meta = (kafka.data_dir / "meta.properties").read_text()
