@@ -2,9 +2,9 @@
 
 Once a user's window is full, every small upload moves it by a few minutes out of 10,080:
 the circadian metrics, the cosinor fit, scored sleep and the sleep nights barely change,
-yet they are most of a result's cost (about 5 ms of CPU against well under 1 ms for the
-rest, ``bench/worker_apply.py``). So a user's week blocks are kept in memory and
-recomputed when
+yet recomputing them costs as much again as the rest of a result (about 2 ms of CPU
+against 2.6 ms, ``bench/worker_apply.py``). So a user's week blocks are kept in memory
+and recomputed when
 
 - there are none (the user's first result on this worker, after a restart or a rebalance,
   or after the user left the cache),

@@ -231,11 +231,15 @@ class UserWindow:
                 self._track(device, HR_SUM)[at][covered] = spread.values[covered]
                 self._track(device, HR_WEIGHT)[at][covered] = spread.weights[covered]
         self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
-        self.applied[str(upload["upload_id"])] = received_ms
+        self._remember(str(upload["upload_id"]), received_ms)
+        return ApplyReport(samples=len(samples), dropped_too_old=dropped)
+
+    def _remember(self, upload_id: str, received_ms: int) -> None:
+        """Note an applied upload; keep the newest ``APPLIED_KEPT`` of the retention period."""
+        self.applied[upload_id] = received_ms
         horizon = max(self.applied.values()) - APPLIED_RETENTION_MS
         newest = sorted(self.applied.items(), key=lambda item: item[1])[-APPLIED_KEPT:]
         self.applied = {uid: at for uid, at in newest if at >= horizon}
-        return ApplyReport(samples=len(samples), dropped_too_old=dropped)
 
     def _advance(self, new_end: int) -> None:
         if new_end <= self.end_minute:

@@ -244,10 +244,7 @@ class PerSampleWindow(UserWindow):
             dropped += self._apply_counts(device, measure, [s for s in samples if s["type"] == measure])
         dropped += self._apply_heart_rate(device, [s for s in samples if s["type"] == "heart_rate"])
         self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
-        self.applied[str(upload["upload_id"])] = received_ms
-        horizon = max(self.applied.values()) - APPLIED_RETENTION_MS
-        newest = sorted(self.applied.items(), key=lambda item: item[1])[-APPLIED_KEPT:]
-        self.applied = {uid: at for uid, at in newest if at >= horizon}
+        self._remember(str(upload["upload_id"]), received_ms)
         return ApplyReport(samples=len(samples), dropped_too_old=dropped)
 
     def _spread_per_sample(self, samples: Iterable[Mapping[str, Any]],
