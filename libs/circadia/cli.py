@@ -1,6 +1,7 @@
 """``circadia``: run the local stack and talk to it.
 
   circadia up              start Kafka and the three services in the background
+                           (--fanout-replicas N: N fan-out gateways on consecutive ports)
   circadia down            stop everything ``up`` started
   circadia status          what is running
   circadia init            topics and dev keys on an external broker (docker compose)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -24,16 +26,18 @@ from circadia.devstack.stack import LocalStack
 
 
 def _up(stack: LocalStack, args: argparse.Namespace) -> int:
+    stack = dataclasses.replace(stack, fanout_replicas=args.fanout_replicas)
     try:
         stack.up()
     except LaunchError as exc:
         print(f"circadia up failed: {exc}\n(stop what did start with `circadia down`)", file=sys.stderr)
         return 1
     p = stack.ports
+    fanout = "\n                   ".join(f"ws://127.0.0.1:{port}/v1/stream" for _, port in stack.fanout_gateways())
     print(f"""
 circadia is up (state and logs in {stack.root})
   ingest gateway   http://127.0.0.1:{p.ingest}/v1/uploads   (/healthz /readyz /metrics)
-  fan-out gateway  ws://127.0.0.1:{p.fanout}/v1/stream       (/healthz /readyz /metrics)
+  fan-out gateway  {fanout}       (/healthz /readyz /metrics)
   worker metrics   http://127.0.0.1:{p.worker_metrics}/metrics
   kafka            {stack.bootstrap_servers}
   jaeger           {stack.jaeger.query_url}/api/traces/<trace id>   (circadia trace <trace id>)
@@ -195,11 +199,22 @@ where to look:
     return 0 if ok else 1
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="circadia", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="start the local stack").set_defaults(run=_up)
+    up = commands.add_parser("up", help="start the local stack")
+    up.add_argument("--fanout-replicas", type=_positive, default=int(os.environ.get("CIRCADIA_FANOUT_REPLICAS", "1")),
+                    help="fan-out gateways to start, on consecutive ports from 8081 (default 1, "
+                         "or CIRCADIA_FANOUT_REPLICAS)")
+    up.set_defaults(run=_up)
     commands.add_parser("down", help="stop the local stack").set_defaults(run=_down)
     commands.add_parser("status", help="show what runs").set_defaults(run=_status)
     commands.add_parser("init", help="create topics and dev keys for an external broker (compose)"

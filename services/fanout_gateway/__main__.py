@@ -36,19 +36,23 @@ async def run(config: ServiceConfig) -> None:
     pool = connection_pool(settings, password=config.secret("redis_password"))
     redis = aioredis.Redis(connection_pool=pool)
     feed_ready = asyncio.Event()
-    history = UserHistory(redis, size=settings.fanout_history_size, ttl_seconds=settings.fanout_history_ttl_seconds)
+    history = UserHistory(redis, size=settings.fanout_history_size, ttl_seconds=settings.fanout_history_ttl_seconds,
+                          deployment=settings.fanout_group_id)
     fanout = FanoutServer(
         FirebaseTokenVerifier(settings.firebase_project_id, CertificateSource(settings.firebase_certs_url),
                               clock_skew=settings.auth_clock_skew_seconds),
         feed_ready,
         history,
+        pool,
         Limits(auth_timeout=settings.fanout_auth_timeout_seconds, queue_size=settings.fanout_send_queue_size,
                per_user=settings.fanout_max_connections_per_user, per_process=settings.fanout_max_connections,
                refresh_lead=settings.fanout_refresh_lead_seconds, drain_seconds=settings.fanout_drain_seconds,
-               reconnect_spread_ms=settings.fanout_reconnect_spread_ms),
+               reconnect_spread_ms=settings.fanout_reconnect_spread_ms,
+               subscribe_timeout=settings.fanout_subscribe_timeout_seconds),
     )
-    feed = PredictionFeed(settings.kafka_bootstrap_servers, schemas, schemas[PREDICTION_SCHEMA],
-                          fanout.deliver, feed_ready, security=client_security(config), positions=history)
+    feed = PredictionFeed(settings.kafka_bootstrap_servers, schemas, schemas[PREDICTION_SCHEMA], history,
+                          fanout.deliver_local, feed_ready, group_id=settings.fanout_group_id,
+                          security=client_security(config))
     # rotated secrets are applied where they are used, without a restart
     watcher = SecretWatcher(config.resolver, config.secrets, settings.secret_refresh_seconds)
     watcher.on_change("redis_password", password_rotation(pool))
@@ -60,6 +64,7 @@ async def run(config: ServiceConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     audit = ConfigAudit(config)
+    await fanout.live.start()
     await feed.start()
     await watcher.start()
     await audit.start()
@@ -76,6 +81,7 @@ async def run(config: ServiceConfig) -> None:
         await audit.stop()
         await watcher.stop()
         await feed.stop()
+        await fanout.live.stop()
         await redis.aclose()
 
 

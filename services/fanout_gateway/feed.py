@@ -1,32 +1,53 @@
-"""The predictions.v1 feed: every partition, read by this replica's own consumer.
+"""The predictions.v1 partitions this replica owns, shared out in the deployment's consumer group.
 
-Each replica consumes all partitions without a consumer group and delivers to the users
-connected to it. It starts where the shared history stopped (positions in Redis, advanced
-by every replica after each batch, kept per Kafka cluster id), so a replica that was down —
-even the only one — records what was published meanwhile and a resuming client misses
-nothing; with no recorded position (a new deployment or cluster, Redis emptied) it starts
-at the end.
+Replicas of one deployment form a consumer group (``CIRCADIA_FANOUT_GROUP_ID``), so each
+partition has one owner at a time. The owner decodes each result once, records it in the
+user's history and publishes it on the user's live channel in the same Redis step
+(``UserHistory.record_many``); every replica, the owner included, receives it from there
+only if one of its connections belongs to that user. A replica's Kafka work is therefore
+proportional to the partitions it owns, and its socket work to its own users.
+
+Where a partition's new owner starts: the history's position for it in Redis (advanced by
+the owner after each recorded batch, kept per Kafka cluster id), else the group's committed
+offset (committed after the position), else the end. A rebalance waits for the batch in
+hand to be recorded before giving a partition up (``on_partitions_revoked`` takes the same
+lock), so the next owner re-reads at most what was recorded but not yet positioned, and the
+history refuses those second writes. A replica that dies mid-batch is replaced after the
+group's session timeout; its unrecorded records are read again by the next owner.
+
+When Redis is unreachable the owner cannot record or publish. It then delivers the results
+of its partitions to its own connections directly (no history, no repeat detection),
+remembers the first offset it could not record per partition, and keeps the group's offsets
+where they were; once Redis answers again it rewinds those partitions and records (and
+publishes) everything since, so connections elsewhere receive the outage's results then,
+once each and in order, and resumes find them in the history.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from circadia.avro import AvroSchema, SchemaSet
+from circadia.jsonable import jsonable
 from circadia.kafka import topic_layout
 from circadia.topics import PREDICTIONS
+from circadia.tracing import context_from_headers
 from fanout_gateway import metrics
-from fanout_gateway.history import HistoryUnavailable
-from fanout_gateway.history import UserHistory as Positions
+from fanout_gateway.history import Appended, HistoryUnavailable, Outcome, UserHistory
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("fanout_gateway")
 
 
 @dataclass(frozen=True)
@@ -40,19 +61,27 @@ class FeedMessage:
 
 
 class PredictionFeed:
-    def __init__(self, bootstrap_servers: str, schemas: SchemaSet, schema: AvroSchema,
-                 deliver: Callable[[Sequence[FeedMessage]], Awaitable[None]], ready: asyncio.Event, *,
-                 retry_interval: float = 2.0, security: dict[str, object] | None = None,
-                 positions: Positions | None = None) -> None:
-        self._positions = positions
+    def __init__(self, bootstrap_servers: str, schemas: SchemaSet, schema: AvroSchema, history: UserHistory,
+                 local: Callable[[Sequence[tuple[FeedMessage, str]]], None], ready: asyncio.Event, *,
+                 group_id: str, retry_interval: float = 2.0, security: dict[str, object] | None = None) -> None:
         self._bootstrap = bootstrap_servers
         self._security = dict(security or {})
         self._schemas = schemas
         self._schema = schema
-        self._deliver = deliver
+        self._history = history
+        self._local = local
+        self._group_id = group_id
         self._retry_interval = retry_interval
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # a batch is recorded, or a partition changes hands: not both
+        self._owned: set[TopicPartition] = set()
+        self._unrecorded: dict[TopicPartition, int] = {}  # first offset not recorded while Redis was down
+        self._probed = 0.0
         self.ready = ready
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return frozenset(tp.partition for tp in self._owned)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prediction-feed")
@@ -64,7 +93,7 @@ class PredictionFeed:
             self._task = None
 
     async def reconnect(self, security: dict[str, object]) -> None:
-        """Rotated credentials: a new consumer with them, positioned at the end again."""
+        """Rotated credentials: a new consumer with them (it rejoins the group)."""
         await self.stop()
         self._security = dict(security)
         self.ready.clear()
@@ -74,70 +103,152 @@ class PredictionFeed:
         while True:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap,
-                group_id=None,
+                group_id=self._group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="latest",
                 client_id="fanout-gateway",
+                heartbeat_interval_ms=1000,  # a replica joining or leaving is noticed within a second
+                session_timeout_ms=10_000,  # a crashed replica's partitions move after this long
                 **self._security,
             )
             try:
                 await consumer.start()
-                await self._assign(consumer)
-                self.ready.set()
+                await self._wait_for_topic()
+                consumer.subscribe([PREDICTIONS], listener=_Ownership(self, consumer))
                 await self._consume(consumer)
             except KafkaError as exc:
                 self.ready.clear()
                 log.warning("prediction feed interrupted, reconnecting", extra={"error": repr(exc)})
                 await asyncio.sleep(self._retry_interval)
             finally:
+                async with self._lock:
+                    self._owned.clear()
+                    self._unrecorded.clear()
+                metrics.OWNED_PARTITIONS.set(0)
                 await consumer.stop()
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
+    async def _wait_for_topic(self) -> None:
         while True:
             cluster_id, partitions = await topic_layout(self._bootstrap, PREDICTIONS, **self._security)
             if partitions:
-                break
+                self._history.use_cluster(cluster_id)  # positions and history are this cluster's
+                return
             log.warning("topic not found yet", extra={"topic": PREDICTIONS})
             await asyncio.sleep(self._retry_interval)
-        if self._positions is not None:
-            self._positions.use_cluster(cluster_id)  # positions and history are this cluster's
-        assignment = [TopicPartition(PREDICTIONS, p) for p in partitions]
-        consumer.assign(assignment)
-        await consumer.seek_to_end(*assignment)
-        stored = await self._stored_positions()
-        if stored:
-            beginnings = await consumer.beginning_offsets(assignment)
-            ends = await consumer.end_offsets(assignment)
-            for tp in assignment:
-                if tp.partition in stored:  # clamped: retention may have removed older records
+
+    # --- ownership (called by the group coordinator, between batches) -------------------
+
+    async def assigned(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            self._owned = set(partitions)
+            self._unrecorded = {tp: o for tp, o in self._unrecorded.items() if tp in partitions}
+            metrics.OWNED_PARTITIONS.set(len(partitions))
+            stored = await self._stored_positions()
+            wanted = [tp for tp in partitions if tp.partition in stored]
+            if wanted:
+                beginnings = await consumer.beginning_offsets(wanted)
+                ends = await consumer.end_offsets(wanted)
+                for tp in wanted:  # clamped: retention may have removed older records
                     consumer.seek(tp, min(max(stored[tp.partition], beginnings[tp]), ends[tp]))
-        for tp in assignment:  # resolve positions now, so nothing published after ready is missed
-            await consumer.position(tp)
-        log.info("prediction feed assigned", extra={"partitions": len(assignment),
-                                                    "resumed_from_history": bool(stored)})
+            self.ready.set()
+        log.info("prediction feed partitions assigned", extra={
+            "partitions": sorted(tp.partition for tp in partitions), "from_history": len(wanted)})
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:  # the batch in hand is recorded first
+            self._owned -= partitions
+            for tp in partitions:
+                self._unrecorded.pop(tp, None)
+            metrics.OWNED_PARTITIONS.set(len(self._owned))
+        log.info("prediction feed partitions revoked", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
     async def _stored_positions(self) -> dict[int, int]:
-        if self._positions is None:
-            return {}
         try:
-            return await self._positions.positions()
+            return await self._history.positions()
         except HistoryUnavailable:
-            log.warning("history positions unavailable: starting at the end", exc_info=True)
+            log.warning("history positions unavailable: starting at the group's committed offsets",
+                        exc_info=True)
             return {}
+
+    # --- records ----------------------------------------------------------------------------
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-            decoded = [item for records in batches.values() for message in records
-                       if (item := self._decode(message)) is not None]
-            if decoded:
-                await self._deliver(decoded)  # a batch at a time: one history round trip for all
-            if batches and self._positions is not None:
-                try:
-                    await self._positions.advance({tp.partition: records[-1].offset + 1
-                                                   for tp, records in batches.items() if records})
-                except HistoryUnavailable:
-                    log.warning("history positions not advanced", exc_info=True)
+            async with self._lock:
+                batches = {tp: records for tp, records in batches.items() if records and tp in self._owned}
+                if self._unrecorded and await self._redis_is_back():
+                    for tp, offset in self._unrecorded.items():
+                        consumer.seek(tp, offset)  # record (and publish) what the outage left out
+                        batches.pop(tp, None)
+                    log.info("history back: re-reading what was not recorded", extra={
+                        "partitions": {tp.partition: o for tp, o in self._unrecorded.items()}})
+                    self._unrecorded.clear()
+                if batches:
+                    await self._handle(consumer, batches)
+
+    async def _handle(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
+        decoded = [item for records in batches.values() for message in records
+                   if (item := self._decode(message)) is not None]
+        texts = [json.dumps(jsonable(message.record)) for message in decoded]
+        if self._unrecorded or not await self._record(decoded, texts):
+            for tp, records in batches.items():
+                self._unrecorded.setdefault(tp, records[0].offset)
+            self._local(list(zip(decoded, texts, strict=True)))
+            return
+        next_offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        try:
+            await self._history.advance({tp.partition: offset for tp, offset in next_offsets.items()})
+        except HistoryUnavailable:
+            log.warning("history positions not advanced", exc_info=True)
+        try:
+            await consumer.commit(next_offsets)
+        except KafkaError as exc:  # the next owner may re-read these; the history refuses repeats
+            log.warning("offsets not committed", extra={"error": repr(exc)})
+
+    async def _record(self, messages: Sequence[FeedMessage], texts: Sequence[str]) -> bool:
+        """Record and publish a batch in one round trip; False when Redis is unreachable."""
+        spans = [tracer.start_span(
+            f"{PREDICTIONS} deliver", context=context_from_headers(m.headers), kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": PREDICTIONS,
+                        "messaging.operation.type": "process",
+                        "messaging.destination.partition.id": str(m.partition),
+                        "messaging.kafka.offset": m.offset}) for m in messages]
+        entries = []
+        for message, text, span in zip(messages, texts, spans, strict=True):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            entries.append(Appended(message.user_id, message.partition, message.offset, text,
+                                    [str(u) for u in message.record["source_upload_ids"]],
+                                    message.timestamp_ms, carrier.get("traceparent", "")))
+        try:
+            recorded = await self._history.record_many(entries)
+        except HistoryUnavailable:
+            metrics.HISTORY_ERRORS.inc()
+            log.warning("history unavailable: results delivered to this replica's connections only",
+                        exc_info=True)
+            for span in spans:
+                span.end()
+            self._probed = time.monotonic()
+            return False
+        for message, entry, span in zip(messages, recorded, spans, strict=True):
+            metrics.RECORDS.labels(entry.outcome.name.lower()).inc()
+            span.set_attribute("circadia.fanout.receivers", entry.receivers)
+            if entry.outcome is Outcome.REPEAT:
+                log.info("repeated result not delivered", extra={"partition": message.partition,
+                                                                 "offset": message.offset})
+            span.end()
+        return True
+
+    async def _redis_is_back(self) -> bool:
+        if time.monotonic() - self._probed < self._retry_interval:
+            return False
+        self._probed = time.monotonic()
+        try:
+            await self._history.positions()
+        except HistoryUnavailable:
+            return False
+        return True
 
     def _decode(self, message: Any) -> FeedMessage | None:
         headers = list(message.headers or ())
@@ -151,3 +262,15 @@ class PredictionFeed:
         metrics.RECORDS.labels("decoded").inc()
         return FeedMessage(user_id=record["user_id"], partition=message.partition, offset=message.offset,
                            timestamp_ms=message.timestamp, record=record, headers=headers)
+
+
+class _Ownership(ConsumerRebalanceListener):
+    def __init__(self, feed: PredictionFeed, consumer: AIOKafkaConsumer) -> None:
+        self._feed = feed
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._feed.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._feed.assigned(self._consumer, set(assigned))

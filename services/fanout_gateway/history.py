@@ -1,16 +1,27 @@
-"""A bounded history of each user's results in Redis, for resuming after a reconnect.
+"""Each user's results in Redis: a bounded history for resume, and the live channel.
 
-One Redis stream per user (``circadia:history:{cluster}:{user}``), capped at ``size`` entries and
-expiring ``ttl`` after the last write, plus an epoch (``...:epoch``) created with the
+One Redis stream per user (``circadia:history:{<cluster>:<user>}``), capped at ``size`` entries
+and expiring ``ttl`` after the last write, plus an epoch (``...:epoch``) created with the
 stream. Entry ids are the Kafka offset + 1 (all of a user's results share one partition,
-keyed by user id), so every replica writes the same id for the same record and the
-second write is refused by Redis: replicas never duplicate history.
+keyed by user id), so a record written twice (a partition's new owner re-reads what the old
+one recorded) gets the same id and the second write is refused by Redis.
+
+Recording and publishing are one step (``record_many``, a Lua script per result): the
+script writes the entry and, in the same atomic step, publishes it on the user's sharded
+Pub/Sub channel (``circadia:live:<deployment>:{<cluster>:<user>}``) to the replicas that have a
+connection of that user. There is no moment at which a result is in the history but was
+never published, and every publication is in the history. Each publication carries the
+offset of the user's previous entry, so a subscriber that missed one (its Redis connection
+dropped) sees the gap at the next one and reads the history to bridge it. The history keys
+and the channel share a hash tag, so in a Redis Cluster they live on one shard.
 
 A result whose source uploads were all carried by an earlier result of the user (a worker
 that crashed between publishing and saving its state publishes it again) is a repeat:
-it is neither recorded nor pushed, so clients never receive the same result twice. Each
+it is neither recorded nor published, so clients never receive the same result twice. Each
 upload id maps to the offset of the first result that carried it (``...:sources``), which
-tells a replica seeing the same record again from a later one.
+tells a replica seeing the same record again from a later one. A write older than the
+stream's newest entry that is not in it (a partition's former owner still writing after a
+rebalance) is stale: not recorded, not published.
 
 A cursor can be resumed exactly when its epoch is the stream's current one and the
 stream still reaches back to the cursor's own entry (its oldest entry is not newer):
@@ -27,43 +38,58 @@ reached Kafka there is no history to read (``HistoryUnavailable``: clients get a
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-_APPEND = """
+# KEYS: stream, epoch, sources. ARGV: size, entry id, record JSON, a new epoch, partition, ttl,
+# offset, channel, the message's head (up to the epoch), the publication's timestamp and trace
+# context, the number of source uploads, then the upload ids.
+_RECORD = """
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[2], epoch)
 end
 local offset = tonumber(ARGV[7])
-local count = tonumber(ARGV[8])
+local count = tonumber(ARGV[11])
 local repeat_of_earlier = count > 0
 for i = 1, count do
-  local first = redis.call('HGET', KEYS[3], ARGV[8 + i])
+  local first = redis.call('HGET', KEYS[3], ARGV[11 + i])
   if not first then
-    redis.call('HSET', KEYS[3], ARGV[8 + i], offset)
+    redis.call('HSET', KEYS[3], ARGV[11 + i], offset)
     repeat_of_earlier = false
   elseif tonumber(first) >= offset then
     repeat_of_earlier = false
   end
 end
-if not repeat_of_earlier then
-  pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'partition', ARGV[5], 'message', ARGV[3])
-end
 for i = 1, 3 do
   redis.call('EXPIRE', KEYS[i], ARGV[6])
 end
-return {epoch, repeat_of_earlier and 1 or 0}
+if repeat_of_earlier then
+  return {epoch, 1, 0}
+end
+pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'partition', ARGV[5], 'message', ARGV[3])
+if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then
+  return {epoch, 2, 0}
+end
+local before = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[2], '-', 'COUNT', 1)
+local previous = -1
+if before[1] then
+  previous = tonumber(string.match(before[1][1], '^(%d+)')) - 1
+end
+local text = ARGV[9] .. epoch .. '", "prediction": ' .. ARGV[3] .. '}'
+local head = ARGV[5] .. ' ' .. ARGV[7] .. ' ' .. previous .. ' ' .. ARGV[10] .. '\\n'
+return {epoch, 0, redis.call('SPUBLISH', ARGV[8], head .. text)}
 """
-
 
 _ADVANCE = """
 for i = 1, #ARGV, 2 do
@@ -82,19 +108,33 @@ class HistoryUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Appended:
-    """A prediction to record: whose, where in Kafka, its JSON, and the uploads it reflects."""
+    """A prediction to record: whose, where in Kafka, its JSON, the uploads it reflects, and
+    the trace context its publication carries (a ``traceparent``, or empty)."""
 
     user_id: str
     partition: int
     offset: int
     message: str
     sources: Sequence[str] = ()
+    timestamp_ms: int = 0  # the Kafka record's timestamp, for the delivery latency
+    traceparent: str = ""
+
+
+class Outcome(IntEnum):
+    PUBLISHED = 0  # in the history (now or already) and published
+    REPEAT = 1  # every source upload was carried by an earlier result: not delivered
+    STALE = 2  # older than the user's newest entry and not in the history: not delivered
 
 
 @dataclass(frozen=True)
 class Recorded:
     epoch: str
-    repeat: bool  # every source upload was carried by an earlier result: do not deliver
+    outcome: Outcome
+    receivers: int = 0  # replicas subscribed to the user's channel when it was published
+
+    @property
+    def repeat(self) -> bool:
+        return self.outcome is Outcome.REPEAT
 
 
 @dataclass(frozen=True)
@@ -110,13 +150,44 @@ class Replay:
     complete: bool  # False: history does not reach back to the cursor (or epoch differs): reset
 
 
+@dataclass(frozen=True)
+class Publication:
+    """One result as a replica receives it on a user's channel."""
+
+    partition: int
+    offset: int
+    previous: int | None  # offset of the user's entry before this one; None: the first one kept
+    timestamp_ms: int
+    traceparent: str | None
+    message: str  # the prediction message, ready for the socket
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Publication:
+        head, _, text = payload.partition(b"\n")
+        partition, offset, previous, timestamp_ms, traceparent = head.split(b" ")
+        before = int(previous)
+        return cls(int(partition), int(offset), before if before >= 0 else None, int(timestamp_ms),
+                   traceparent.decode() if traceparent != b"-" else None, text.decode())
+
+
+def prediction_message(partition: int, offset: int, epoch: str | None, record_json: str) -> str:
+    """The prediction message around an already serialised record (no second serialisation)."""
+    return _message_head(partition, offset)[:-1] + f'{json.dumps(epoch)}, "prediction": {record_json}}}'
+
+
+def _message_head(partition: int, offset: int) -> str:
+    """The prediction message up to the epoch's opening quote (the script adds the rest)."""
+    return f'{{"type": "prediction", "cursor": {{"partition": {partition}, "offset": {offset}}}, "epoch": "'
+
+
 class UserHistory:
-    def __init__(self, client: aioredis.Redis, *, size: int, ttl_seconds: int) -> None:
+    def __init__(self, client: aioredis.Redis, *, size: int, ttl_seconds: int, deployment: str = "fanout") -> None:
         self._redis = client
         self._cluster: str | None = None
         self._size = size
         self._ttl = ttl_seconds
-        self._append = client.register_script(_APPEND)
+        self._deployment = deployment
+        self._record = client.register_script(_RECORD)
         self._advance = client.register_script(_ADVANCE)
 
     def use_cluster(self, cluster_id: str) -> None:
@@ -126,17 +197,25 @@ class UserHistory:
                                                                 "previous": self._cluster})
             self._cluster = cluster_id
 
+    @property
+    def cluster(self) -> str | None:
+        return self._cluster
+
     def _namespace(self) -> str:
         if self._cluster is None:
             raise HistoryUnavailable("the Kafka cluster is not known yet")
         return self._cluster
+
+    def channel(self, user_id: str) -> str:
+        """The user's live channel (sharded Pub/Sub), in the slot of the user's history."""
+        return f"circadia:live:{self._deployment}:{{{self._namespace()}:{user_id}}}"
 
     def _positions_key(self) -> str:
         return f"circadia:fanout:positions:{self._namespace()}"
 
     async def positions(self) -> dict[int, int]:
         """Per partition of predictions.v1, the next offset the history has not seen yet
-        (shared by every replica: as long as one runs, the history has no gap)."""
+        (shared by the replicas: a partition's next owner starts there)."""
         try:
             stored = await self._redis.hgetall(self._positions_key())
         except (RedisError, OSError) as exc:
@@ -153,31 +232,32 @@ class UserHistory:
             raise HistoryUnavailable(repr(exc)) from exc
 
     def _keys(self, user_id: str) -> tuple[str, str, str]:
-        base = f"circadia:history:{self._namespace()}:{user_id}"
+        base = f"circadia:history:{{{self._namespace()}:{user_id}}}"
         return base, base + ":epoch", base + ":sources"
 
     def _args(self, entry: Appended) -> list[str | int]:
         return [self._size, f"{entry.offset + 1}-0", entry.message, secrets.token_hex(8), entry.partition,
-                self._ttl, entry.offset, len(entry.sources), *entry.sources]
+                self._ttl, entry.offset, self.channel(entry.user_id), _message_head(entry.partition, entry.offset),
+                f"{entry.timestamp_ms} {entry.traceparent or '-'}", len(entry.sources), *entry.sources]
 
-    async def append(self, entry: Appended) -> Recorded:
-        """Store the entry (idempotently across replicas); its epoch, and whether it is a repeat."""
-        (recorded,) = await self.append_many([entry])
+    async def record(self, entry: Appended) -> Recorded:
+        """Store the entry (idempotently) and publish it to the user's channel."""
+        (recorded,) = await self.record_many([entry])
         return recorded
 
-    async def append_many(self, entries: Sequence[Appended]) -> list[Recorded]:
-        """``append`` for a batch, in one round trip."""
+    async def record_many(self, entries: Sequence[Appended]) -> list[Recorded]:
+        """``record`` for a batch, in one round trip."""
         if not entries:
             return []
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for entry in entries:
-                    await self._append(keys=list(self._keys(entry.user_id)), args=self._args(entry), client=pipe)
+                    await self._record(keys=list(self._keys(entry.user_id)), args=self._args(entry), client=pipe)
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
-        return [Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), bool(repeat))
-                for epoch, repeat in results]
+        return [Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), Outcome(int(outcome)),
+                         int(receivers)) for epoch, outcome, receivers in results]
 
     async def epoch(self, user_id: str) -> str | None:
         try:
@@ -188,26 +268,41 @@ class UserHistory:
             return None
         return value.decode() if isinstance(value, bytes) else value
 
-    async def latest(self, user_id: str) -> Entry | None:
+    async def latest(self, user_id: str) -> tuple[Entry, str | None] | None:
+        """The user's newest entry and the current epoch, or None when there is none."""
+        key, epoch_key, _ = self._keys(user_id)
         try:
-            rows = await self._redis.xrevrange(self._keys(user_id)[0], count=1)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrevrange(key, count=1)
+                pipe.get(epoch_key)
+                rows, epoch = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
-        return _entry(rows[0]) if rows else None
+        if not rows:
+            return None
+        return _entry(rows[0]), (epoch.decode() if isinstance(epoch, bytes) else epoch)
 
     async def after(self, user_id: str, epoch: str, offset: int) -> Replay:
         """Entries after Kafka ``offset`` in order, if the history provably holds all of them."""
+        current = await self.epoch(user_id)
+        if current is None or current != epoch:
+            return Replay((), complete=False)
+        return await self.since(user_id, offset)
+
+    async def since(self, user_id: str, offset: int | None) -> Replay:
+        """Entries after ``offset`` (all of them for None), in order, and whether the history
+        still reaches back to ``offset``: what a live connection that may have missed
+        publications since ``offset`` is owed, whatever the epoch."""
         key = self._keys(user_id)[0]
         try:
-            current = await self.epoch(user_id)
-            if current is None or current != epoch:
-                return Replay((), complete=False)
-            oldest = await self._redis.xrange(key, count=1)
-            if not oldest or _id_number(oldest[0][0]) > offset + 1:  # the cursor's entry was trimmed away
-                return Replay((), complete=False)
-            rows = await self._redis.xrange(key, min=f"({offset + 1}-0", max="+")
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(key, count=1)
+                pipe.xrange(key, min="-" if offset is None else f"({offset + 1}-0", max="+")
+                oldest, rows = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
+        if offset is not None and (not oldest or _id_number(oldest[0][0]) > offset + 1):
+            return Replay((), complete=False)  # the cursor's entry was trimmed away (or lost)
         return Replay([_entry(row) for row in rows or ()], complete=True)
 
 

@@ -17,7 +17,20 @@ DELIVERY_LATENCY = Histogram(
     "circadia_fanout_delivery_latency_seconds",
     "From the prediction's Kafka timestamp to queueing on the sockets.",
 )
-RECORDS = Counter("circadia_fanout_records_total", "predictions.v1 records consumed, by outcome.",
+RECORDS = Counter("circadia_fanout_records_total",
+                  "predictions.v1 records of this replica's partitions, by outcome (decoded, undecodable, "
+                  "published, repeat, stale).", ["outcome"])
+OWNED_PARTITIONS = Gauge("circadia_fanout_owned_partitions", "predictions.v1 partitions this replica owns.")
+DELIVERED_LOCALLY = Counter("circadia_fanout_delivered_locally_total",
+                            "Results pushed to this replica's connections straight from Kafka while Redis was down.")
+LIVE_CONNECTED = Gauge("circadia_fanout_live_connected", "1 while the live-channel connection to Redis is up.")
+LIVE_RECONNECTS = Counter("circadia_fanout_live_reconnects_total", "Live-channel connections to Redis replaced.")
+LIVE_MESSAGES = Counter("circadia_fanout_live_messages_total",
+                        "Results received on the live channels of this replica's users.")
+GAPS = Counter("circadia_fanout_gaps_total",
+               "Publications that showed a connection had missed an earlier one (bridged from the history).")
+RESYNCS = Counter("circadia_fanout_resyncs_total",
+                  "Live connections caught up from the history after a gap or a resubscription, by outcome.",
                   ["outcome"])
 
 # Known label values start at zero, so dashboards and alerts see a series before the first event.
@@ -26,3 +39,7 @@ for _code in ("1001", "4401", "4403", "4408", "4429"):
     CLOSES.labels(_code)
 for _outcome in ("resumed", "reset"):
     RESUMES.labels(_outcome)
+for _outcome in ("decoded", "undecodable", "published", "repeat", "stale"):
+    RECORDS.labels(_outcome)
+for _outcome in ("bridged", "reset", "unavailable"):
+    RESYNCS.labels(_outcome)

@@ -5,6 +5,13 @@ queue drained by its own writer task, so a slow client only delays itself (and i
 with 4408 when its queue overflows). Every prediction carries its Kafka cursor and the
 user's history epoch; a connection never receives an offset twice, and a resuming
 connection gets the missed entries in order before anything live.
+
+Results arrive on the user's live channel (``live.py``), whichever replica recorded them.
+A new connection subscribes first and reads the history after Redis confirmed the
+subscription, holding live results back meanwhile: everything recorded after the history
+read arrives live, everything before it is in the read. A live connection that misses a
+publication (a gap between the publication's ``previous`` and what the connection has, or
+a resubscription after Redis came back) reads the history after its last offset again.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 import prometheus_client
+import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -30,12 +38,11 @@ from websockets.http11 import Request, Response
 
 from circadia.auth import FirebaseTokenVerifier, InvalidTokenError, VerifiedToken
 from circadia.http import add_to, request_id_from
-from circadia.jsonable import jsonable
-from circadia.topics import PREDICTIONS
 from circadia.tracing import context_from_headers
 from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
-from fanout_gateway.history import Appended, Entry, HistoryUnavailable, Recorded, UserHistory
+from fanout_gateway.history import Entry, HistoryUnavailable, Publication, UserHistory, prediction_message
+from fanout_gateway.live import LiveChannels, LiveUnavailable
 from fanout_gateway.protocol import (
     CLOSE_AUTH,
     CLOSE_FORBIDDEN,
@@ -60,6 +67,7 @@ class Limits:
     refresh_lead: float = 60.0
     drain_seconds: float = 5.0
     reconnect_spread_ms: int = 5000
+    subscribe_timeout: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,22 +79,41 @@ class Push:
     offset: int
     text: str
     context: Context | None = None
+    previous: int | None = None  # the offset of the user's result before this one, when known
 
 
 class Connection:
     """One authenticated socket and its bounded send queue."""
 
-    def __init__(self, websocket: ServerConnection, user_id: str, queue_size: int) -> None:
+    def __init__(self, websocket: ServerConnection, user_id: str, queue_size: int,
+                 on_gap: Callable[[Connection], None] = lambda connection: None) -> None:
         self.websocket = websocket
         self.user_id = user_id
         self._queue: asyncio.Queue[tuple[str, Context | None]] = asyncio.Queue(maxsize=queue_size)
         self._closing = False
         self._sent: tuple[int, int] | None = None  # (partition, offset) of the newest prediction queued
         self._held: list[Push] | None = []  # live pushes held back while catching up; None once live
+        self._on_gap = on_gap
+        self.resync_when_live = False  # a resubscription was confirmed while this one was catching up
 
     @property
     def closing(self) -> bool:
         return self._closing
+
+    @property
+    def live(self) -> bool:
+        return self._held is None
+
+    @property
+    def sent_offset(self) -> int | None:
+        return self._sent[1] if self._sent is not None else None
+
+    def catch_up(self) -> bool:
+        """Hold live pushes back again (a resync); False when already catching up."""
+        if self._held is not None:
+            return False
+        self._held = []
+        return True
 
     def send(self, text: str, context: Context | None = None) -> bool:
         """Queue a message; on overflow the connection is closed with 4408."""
@@ -109,6 +136,12 @@ class Connection:
                 return False
             self._held.append(item)
             return True
+        sent = self._sent
+        if item.previous is not None and sent is not None and item.partition == sent[0] and item.previous > sent[1]:
+            metrics.GAPS.inc()  # a publication between what this connection has and this one never came
+            self._held = [item]
+            self._on_gap(self)
+            return True
         return self._enqueue(item)
 
     def _enqueue(self, item: Push) -> bool:
@@ -129,6 +162,10 @@ class Connection:
         held, self._held = self._held or [], None
         for item in replayed + sorted(held, key=lambda p: (p.partition, p.offset)):
             self._enqueue(item)
+        if self.resync_when_live:
+            self.resync_when_live = False
+            self.catch_up()
+            self._on_gap(self)
 
     def close(self, code: int, reason: str) -> None:
         if not self._closing:
@@ -154,7 +191,8 @@ class Connection:
 
 class FanoutServer:
     def __init__(self, verifier: FirebaseTokenVerifier, feed_ready: asyncio.Event, history: UserHistory,
-                 limits: Limits = Limits(), clock: Callable[[], float] = time.time) -> None:
+                 pool: aioredis.ConnectionPool, limits: Limits = Limits(),
+                 clock: Callable[[], float] = time.time) -> None:
         self._verifier = verifier
         self._feed_ready = feed_ready
         self._history = history
@@ -162,51 +200,94 @@ class FanoutServer:
         self._clock = clock
         self._open = 0  # sockets past the handshake, authenticated or not
         self._shutting_down = False
+        self._resyncs: set[asyncio.Task[None]] = set()
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
+        self.live = LiveChannels(pool, history.channel, on_message=self.on_live,
+                                 on_resubscribed=self.on_resubscribed)
 
-    # --- from Kafka to sockets ---------------------------------------------------------------
+    # --- from the live channels and the feed to sockets -------------------------------------
 
-    async def deliver(self, messages: Sequence[FeedMessage]) -> None:
-        """Record a batch of predictions in the users' histories (every replica does; the first
-        write of an entry wins) in one round trip, then push each to this replica's connections
-        of its user. Each record is serialised to JSON once, for the history and every socket."""
-        texts = [json.dumps(jsonable(message.record)) for message in messages]
-        try:
-            recorded: list[Recorded | None] = list(await self._history.append_many([
-                Appended(m.user_id, m.partition, m.offset, text, [str(u) for u in m.record["source_upload_ids"]])
-                for m, text in zip(messages, texts, strict=True)]))
-        except HistoryUnavailable:
-            metrics.HISTORY_ERRORS.inc()
-            log.warning("history unavailable: delivering live only, without repeat detection", exc_info=True)
-            recorded = [None] * len(messages)
-        for message, text, entry in zip(messages, texts, recorded, strict=True):
-            if entry is not None and entry.repeat:
-                metrics.RECORDS.labels("repeat").inc()
-                log.info("repeated result not delivered", extra={"partition": message.partition,
-                                                                 "offset": message.offset})
-                continue
-            self._push(message, text, entry.epoch if entry is not None else None)
+    def on_live(self, user_id: str, payload: bytes) -> None:
+        """A result on the user's channel: queue it on each of the user's connections here."""
+        connections = self.registry.lookup(user_id)
+        if not connections:
+            return  # the last connection left before the unsubscribe took effect
+        publication = Publication.parse(payload)
+        context = context_from_headers([("traceparent", publication.traceparent.encode())]) \
+            if publication.traceparent else None
+        item = Push(publication.partition, publication.offset, publication.message, context, publication.previous)
+        for connection in tuple(connections):
+            connection.push(item)
+        metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - publication.timestamp_ms / 1000))
 
-    def _push(self, message: FeedMessage, record_json: str, epoch: str | None) -> None:
-        with tracer.start_as_current_span(
-            f"{PREDICTIONS} deliver",
-            context=context_from_headers(message.headers),
-            kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": PREDICTIONS,
-                        "messaging.operation.type": "process",
-                        "messaging.destination.partition.id": str(message.partition),
-                        "messaging.kafka.offset": message.offset},
-        ) as span:
+    def deliver_local(self, messages: Sequence[tuple[FeedMessage, str]]) -> None:
+        """Redis is down: the results of this replica's own partitions go straight to its own
+        connections of their users (no epoch, no repeat detection); the feed records and
+        publishes them once Redis is back, and connections drop what they already have."""
+        for message, text in messages:
             connections = self.registry.lookup(message.user_id)
-            span.set_attribute("circadia.fanout.connections", len(connections))
             if not connections:
-                return
+                continue
+            metrics.DELIVERED_LOCALLY.inc()
             item = Push(message.partition, message.offset,
-                        _prediction_message(message.partition, message.offset, epoch, record_json),
-                        context=trace.set_span_in_context(span))
+                        prediction_message(message.partition, message.offset, None, text),
+                        context_from_headers(message.headers))
             for connection in tuple(connections):
                 connection.push(item)
-            metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - message.timestamp_ms / 1000))
+
+    def on_resubscribed(self, user_id: str) -> None:
+        """The user's channel is subscribed again after a reconnect: what was published while
+        it was not reached nobody here, so each live connection reads the history since."""
+        for connection in tuple(self.registry.lookup(user_id)):
+            if connection.live:
+                connection.catch_up()
+                self._resync(connection)
+            else:
+                connection.resync_when_live = True
+
+    def _resync(self, connection: Connection) -> None:
+        task = asyncio.create_task(self._bridge(connection))
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    async def _bridge(self, connection: Connection) -> None:
+        """Deliver what the history holds after the connection's last offset, then go live."""
+        try:
+            replay = await self._history.since(connection.user_id, connection.sent_offset)
+        except HistoryUnavailable:
+            metrics.HISTORY_ERRORS.inc()
+            metrics.RESYNCS.labels("unavailable").inc()
+            log.warning("history unavailable: a missed publication cannot be bridged", exc_info=True,
+                        extra={"user": connection.user_id})
+            connection.go_live([])
+            return
+        if replay.complete:
+            metrics.RESYNCS.labels("bridged").inc()
+            epoch = await self._epoch_or_none(connection.user_id)
+            connection.go_live([_push(entry, epoch) for entry in replay.entries])
+            return
+        metrics.RESYNCS.labels("reset").inc()
+        connection.send(json.dumps({"type": "reset", "reason": "history does not reach the last delivery"}))
+        latest = await self._latest(connection.user_id)
+        connection.go_live(latest, after=None)
+
+    async def _epoch_or_none(self, user_id: str) -> str | None:
+        try:
+            return await self._history.epoch(user_id)
+        except HistoryUnavailable:
+            metrics.HISTORY_ERRORS.inc()
+            return None
+
+    async def _latest(self, user_id: str) -> list[Push]:
+        try:
+            found = await self._history.latest(user_id)
+        except HistoryUnavailable:
+            metrics.HISTORY_ERRORS.inc()
+            return []
+        if found is None:
+            return []
+        entry, epoch = found
+        return [_push(entry, epoch)]
 
     # --- one socket ---------------------------------------------------------------------------
 
@@ -223,7 +304,7 @@ class FanoutServer:
             return
         verified, resume = first
         user_id = verified.user_id
-        connection = Connection(websocket, user_id, self._limits.queue_size)
+        connection = Connection(websocket, user_id, self._limits.queue_size, on_gap=self._resync)
         while self.registry.count(user_id) >= self._limits.per_user:
             oldest = self.registry.oldest(user_id)
             if oldest is None:  # count() >= per_user > 0 means the user has connections
@@ -238,6 +319,12 @@ class FanoutServer:
         try:
             await websocket.send(json.dumps({"type": "ready", "user_id": user_id,
                                              "expires_at": int(verified.expires_at)}))
+            try:  # the history is read after the subscription is confirmed: no gap between them
+                await self.live.subscribe(user_id, self._limits.subscribe_timeout)
+            except LiveUnavailable:
+                metrics.HISTORY_ERRORS.inc()
+                log.warning("live channel not subscribed yet: the history is bridged once it is",
+                            extra={"user": user_id})
             replayed, resumed = await self._catch_up(connection, resume)
             # only a cursor the history vouched for (current epoch) bounds what is sent next
             connection.go_live(replayed, after=_cursor_of(resume) if resumed else None)
@@ -251,6 +338,8 @@ class FanoutServer:
             await asyncio.gather(writer, return_exceptions=True)
             self.registry.unregister(user_id, connection)
             self._update_gauges()
+            if not self.registry.count(user_id):
+                await self.live.unsubscribe(user_id)
 
     async def _authenticate(self, websocket: ServerConnection) -> tuple[VerifiedToken, dict | None] | None:
         try:
@@ -294,10 +383,11 @@ class FanoutServer:
                         return [_push(entry, epoch) for entry in replay.entries], True
                 metrics.RESUMES.labels("reset").inc()
                 connection.send(json.dumps({"type": "reset", "reason": "history does not reach the cursor"}))
-            latest = await self._history.latest(user_id)
-            if latest is None:
+            found = await self._history.latest(user_id)
+            if found is None:
                 return [], False
-            return [_push(latest, await self._history.epoch(user_id))], False
+            entry, epoch = found
+            return [_push(entry, epoch)], False
         except HistoryUnavailable:
             metrics.HISTORY_ERRORS.inc()
             log.warning("history unavailable: no catch-up for this connection", exc_info=True)
@@ -380,7 +470,8 @@ class FanoutServer:
         if request.path == "/readyz":
             ready = self._feed_ready.is_set() and not self._shutting_down
             return _response(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE,
-                             json.dumps({"ready": ready, "checks": {"kafka": self._feed_ready.is_set()}}).encode(),
+                             json.dumps({"ready": ready, "checks": {"kafka": self._feed_ready.is_set(),
+                                                               "redis_live": self.live.connected.is_set()}}).encode(),
                              "application/json")
         if request.path == "/metrics":
             return _response(HTTPStatus.OK, prometheus_client.generate_latest(),
@@ -420,15 +511,9 @@ def _cursor_of(resume: dict | None) -> tuple[int, int] | None:
     return None
 
 
-def _prediction_message(partition: int, offset: int, epoch: str | None, record_json: str) -> str:
-    """The prediction message around an already serialised record (no second serialisation)."""
-    return (f'{{"type": "prediction", "cursor": {{"partition": {partition}, "offset": {offset}}}, '
-            f'"epoch": {json.dumps(epoch)}, "prediction": {record_json}}}')
-
-
 def _push(entry: Entry, epoch: str | None) -> Push:
-    return Push(entry.partition, entry.offset, _prediction_message(entry.partition, entry.offset, epoch,
-                                                                   entry.message))
+    return Push(entry.partition, entry.offset, prediction_message(entry.partition, entry.offset, epoch,
+                                                                  entry.message))
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str, retry_after: str | None = None) -> Response:

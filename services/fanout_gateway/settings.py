@@ -6,6 +6,10 @@ from circadia.config import AuthSettings, RedisSettings
 
 
 class FanoutSettings(AuthSettings, RedisSettings):
+    fanout_group_id: str = Field(
+        default="circadia-fanout-gateway",
+        description="Consumer group of the deployment's replicas; also names its live channels in Redis.",
+    )
     fanout_host: str = "127.0.0.1"
     fanout_port: int = Field(default=8081, ge=1, le=65535)
     fanout_auth_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -20,3 +24,5 @@ class FanoutSettings(AuthSettings, RedisSettings):
     )
     fanout_drain_seconds: float = Field(default=5.0, ge=0, description="Shutdown: time to flush send queues.")
     fanout_reconnect_spread_ms: int = Field(default=5000, ge=0, description="Shutdown: spread of reconnect hints.")
+    fanout_subscribe_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="How long a new connection waits for its live channel before catching up.")

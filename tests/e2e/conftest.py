@@ -28,7 +28,8 @@ def new_stack(root, kafka_bootstrap: str, redis_url: str) -> LocalStack:
                   worker_metrics=free_port())
     return LocalStack(root, ports, external_kafka=kafka_bootstrap, external_redis=redis_url, observability=False,
                       overrides=(("CIRCADIA_FANOUT_AUTH_TIMEOUT_SECONDS", str(AUTH_TIMEOUT)),
-                                 ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}")))
+                                 ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}"),
+                                 ("CIRCADIA_FANOUT_GROUP_ID", f"circadia-fanout-e2e-{uuid.uuid4().hex[:8]}")))
 
 
 @pytest.fixture(scope="module")

@@ -155,9 +155,11 @@ async def test_resume_delivers_what_was_missed_in_order_without_duplicates(stack
 
 async def test_beyond_the_history_or_with_another_epoch_the_client_resets(stack: LocalStack) -> None:
     ada = user("ada")
-    # its own Redis database: every replica sharing a history must share its size
+    # a deployment of its own (Redis database, consumer group): every replica sharing a history
+    # must share its size
     redis_db1 = stack.redis_url.rsplit("/", 1)[0] + "/1"
-    with replica(stack, "fanout-small-history", CIRCADIA_FANOUT_HISTORY_SIZE="3", CIRCADIA_REDIS_URL=redis_db1) as url:
+    with replica(stack, "fanout-small-history", CIRCADIA_FANOUT_HISTORY_SIZE="3", CIRCADIA_REDIS_URL=redis_db1,
+                 CIRCADIA_FANOUT_GROUP_ID=f"fanout-small-history-{RUN}") as url:
         async with client(stack, url, ada) as ws:
             await publish(stack.bootstrap_servers, ada)
             (first,) = await receive(ws, 1)

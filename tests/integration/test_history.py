@@ -23,24 +23,24 @@ async def test_offsets_of_one_cluster_never_steer_another(redis_url: str) -> Non
 
         first, second = f"cluster-{uuid.uuid4().hex[:6]}", f"cluster-{uuid.uuid4().hex[:6]}"
         history.use_cluster(first)
-        recorded = await history.append(Appended(user, partition=2, offset=500, message='{"n": 1}', sources=("u1",)))
+        recorded = await history.record(Appended(user, partition=2, offset=500, message='{"n": 1}', sources=("u1",)))
         await history.advance({2: 501})
         assert await history.positions() == {2: 501}
-        assert (latest := await history.latest(user)) is not None and latest.offset == 500
+        assert (latest := await history.latest(user)) is not None and latest[0].offset == 500
 
         history.use_cluster(second)  # a rebuilt cluster: its offsets start again from 0
         assert await history.positions() == {}
         assert await history.latest(user) is None
         assert await history.epoch(user) is None
-        again = await history.append(Appended(user, partition=2, offset=3, message='{"n": 2}', sources=("u2",)))
+        again = await history.record(Appended(user, partition=2, offset=3, message='{"n": 2}', sources=("u2",)))
         assert again.epoch != recorded.epoch and not again.repeat  # old cursors get a reset
-        await history.append(Appended(user, partition=2, offset=4, message='{"n": 3}', sources=("u3",)))
+        await history.record(Appended(user, partition=2, offset=4, message='{"n": 3}', sources=("u3",)))
         replay = await history.after(user, again.epoch, 3)
         assert replay.complete and [entry.offset for entry in replay.entries] == [4]
         assert not (await history.after(user, recorded.epoch, 500)).complete  # a cursor of the old cluster
 
         history.use_cluster(first)  # the first cluster's history is untouched
         assert await history.positions() == {2: 501}
-        assert (latest := await history.latest(user)) is not None and latest.offset == 500
+        assert (latest := await history.latest(user)) is not None and latest[0].offset == 500
     finally:
         await client.aclose()

@@ -39,7 +39,8 @@ def test_published_ports_match_the_local_launcher(compose: dict) -> None:
                 "prediction-worker": ports.worker_metrics}
     environment = compose["services"]["ingest-gateway"]["environment"]
     for name, port in expected.items():
-        assert compose["services"][name]["ports"] == [f"127.0.0.1:{port}:{port}"]
+        published = f"{port}-{port + 9}" if name == "fanout-gateway" else str(port)  # replicas: one each
+        assert compose["services"][name]["ports"] == [f"127.0.0.1:{published}:{port}"]
     assert environment["CIRCADIA_INGEST_PORT"] == str(ports.ingest)
     assert environment["CIRCADIA_FANOUT_PORT"] == str(ports.fanout)
     assert environment["CIRCADIA_WORKER_METRICS_PORT"] == str(ports.worker_metrics)
@@ -56,7 +57,9 @@ def test_files_the_compose_file_refers_to_exist(compose: dict) -> None:
     build = compose["services"]["ingest-gateway"]["build"]
     assert (PROJECT_ROOT / build["context"] / build["dockerfile"]).is_file()
     scrape = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    targets = {t for job in scrape["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]}
+    targets |= {f"{name}:{c['port']}" for job in scrape["scrape_configs"] for c in job.get("dns_sd_configs", [])
+                for name in c["names"]}
     ports = Ports()
     assert targets == {f"ingest-gateway:{ports.ingest}", f"fanout-gateway:{ports.fanout}",
                        f"prediction-worker:{ports.worker_metrics}"}

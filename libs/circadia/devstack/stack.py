@@ -24,6 +24,7 @@ from circadia.devstack.redis import LocalRedis
 from circadia.paths import local_dir
 
 LOCAL_PROJECT_ID = "circadia-local"
+FANOUT = "fanout-gateway"
 
 
 class StackError(LaunchError):
@@ -79,6 +80,7 @@ class LocalStack:
     overrides: tuple[tuple[str, str], ...] = ()  # extra service settings, e.g. shorter timeouts
     observability: bool = True  # Jaeger and Prometheus beside the services
     scrape_interval: str = "5s"
+    fanout_replicas: int = 1  # fan-out gateways on consecutive ports from ports.fanout, one consumer group
 
     @classmethod
     def default(cls) -> LocalStack:
@@ -108,7 +110,20 @@ class LocalStack:
     def scrape_targets(self) -> dict[str, list[str]]:
         p = self.ports
         return {"ingest-gateway": [f"127.0.0.1:{p.ingest}"], "prediction-worker": [f"127.0.0.1:{p.worker_metrics}"],
-                "fanout-gateway": [f"127.0.0.1:{p.fanout}"]}
+                "fanout-gateway": [f"127.0.0.1:{port}" for _, port in self.fanout_gateways()]}
+
+    def fanout_gateways(self) -> list[tuple[str, int]]:
+        """Process name and port of each fan-out replica: ``fanout-gateway`` on ports.fanout,
+        then ``fanout-gateway-2``, ``-3``, ... on the next ports."""
+        return [(FANOUT if i == 0 else f"{FANOUT}-{i + 1}", self.ports.fanout + i)
+                for i in range(self.fanout_replicas)]
+
+    def _instances(self, spec: ServiceSpec) -> list[tuple[str, dict[str, str], str]]:
+        """(process name, settings, readiness URL) of each process of a service."""
+        if spec.name != FANOUT:
+            return [(spec.name, {}, spec.probe(self.ports))]
+        return [(name, {"CIRCADIA_FANOUT_PORT": str(port)}, f"http://127.0.0.1:{port}/readyz")
+                for name, port in self.fanout_gateways()]
 
     @property
     def redis(self) -> LocalRedis:
@@ -166,34 +181,49 @@ class LocalStack:
             self.prometheus.start(self.scrape_targets())
             report(f"prometheus       ready ({self.prometheus.url})")
         for spec in SERVICES:
-            self.start_service(spec.name, wait=False)
+            for name, settings, _ in self._instances(spec):
+                self._start(spec, name, settings)
         for spec in SERVICES:
-            self._wait(spec, timeout)
-            report(f"{spec.name:<16} ready ({spec.probe(self.ports)})")
+            for name, _, url in self._instances(spec):
+                self._wait(spec, name, url, timeout)
+                report(f"{name:<16} ready ({url})")
 
     def start_service(self, name: str, *, wait: bool = True, timeout: float = 120.0, module: str | None = None,
                       **overrides: str) -> None:
         """Start one service (if it is not running) with the stack's settings plus ``overrides``;
-        ``module`` runs another entry point in its place (the tests' fault-injecting worker)."""
+        ``module`` runs another entry point in its place (the tests' fault-injecting worker).
+        For the fan-out gateway, every replica is started."""
         spec = next(s for s in SERVICES if s.name == name)
-        env = {**_inherited_environment(), **self.environment(), **overrides}
-        self.process(name).start([sys.executable, "-m", module or spec.module], env)
+        instances = self._instances(spec)
+        for instance, settings, _ in instances:
+            self._start(spec, instance, {**settings, **overrides}, module)
         if wait:
-            self._wait(spec, timeout)
+            for instance, _, url in instances:
+                self._wait(spec, instance, url, timeout)
 
-    def _wait(self, spec: ServiceSpec, timeout: float) -> None:
-        url = spec.probe(self.ports)
+    def _start(self, spec: ServiceSpec, name: str, settings: dict[str, str], module: str | None = None) -> None:
+        env = {**_inherited_environment(), **self.environment(), **settings}
+        self.process(name).start([sys.executable, "-m", module or spec.module], env)
 
+    def _wait(self, spec: ServiceSpec, name: str, url: str, timeout: float) -> None:
         def ready() -> bool:
             try:
                 return spec.accept(httpx.get(url, timeout=2.0))
             except httpx.HTTPError:
                 return False  # not listening yet
 
-        self.process(spec.name).wait_until(ready, timeout, f"{spec.name} ({url})", interval=0.3)
+        self.process(name).wait_until(ready, timeout, f"{name} ({url})", interval=0.3)
+
+    def _fanout_processes(self) -> list[str]:
+        """Every fan-out replica with a pid file: also those of an ``up`` with more replicas."""
+        extra = sorted(path.stem for path in (self.root / "run").glob(f"{FANOUT}-*.pid"))
+        return [FANOUT, *(name for name in extra if name != FANOUT)]
 
     def down(self) -> list[str]:
-        stopped = [spec.name for spec in reversed(SERVICES) if self.process(spec.name).stop()]
+        stopped = []
+        for spec in reversed(SERVICES):
+            names = self._fanout_processes() if spec.name == FANOUT else [spec.name]
+            stopped += [name for name in names if self.process(name).stop()]
         for name, part in (("prometheus", self.prometheus), ("jaeger", self.jaeger)):
             if part.stop():
                 stopped.append(name)
@@ -204,7 +234,8 @@ class LocalStack:
         return stopped
 
     def status(self) -> list[tuple[str, int | None]]:
-        rows = [(spec.name, self.process(spec.name).pid()) for spec in SERVICES]
+        rows = [(name, self.process(name).pid()) for spec in SERVICES
+                for name in (self._fanout_processes() if spec.name == FANOUT else [spec.name])]
         if self.external_kafka is None:
             rows.insert(0, ("kafka", self.kafka.process.pid()))
         if self.external_redis is None:
