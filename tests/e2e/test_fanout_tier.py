@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.redis import LocalRedis
 from circadia.devstack.stack import LocalStack, _inherited_environment
 from circadia.topics import PREDICTIONS
 from tests.conftest import free_port
@@ -59,10 +60,9 @@ class Tier:
     """Fan-out replicas of one deployment of their own (consumer group, Redis database),
     beside the stack's."""
 
-    def __init__(self, stack: LocalStack, database: int) -> None:
+    def __init__(self, stack: LocalStack, redis_url: str) -> None:
         self._stack = stack
-        self._settings = {"CIRCADIA_FANOUT_GROUP_ID": f"tier-{uuid.uuid4().hex[:8]}",
-                          "CIRCADIA_REDIS_URL": stack.redis_url.rsplit("/", 1)[0] + f"/{database}"}
+        self._settings = {"CIRCADIA_FANOUT_GROUP_ID": f"tier-{uuid.uuid4().hex[:8]}", "CIRCADIA_REDIS_URL": redis_url}
         self.replicas: dict[str, Replica] = {}
 
     def start(self, name: str, port: int | None = None) -> Replica:
@@ -104,8 +104,9 @@ class Tier:
 
 
 @contextmanager
-def tier(stack: LocalStack, database: int) -> Iterator[Tier]:
-    replicas = Tier(stack, database)
+def tier(stack: LocalStack, database: int | None = None, redis_url: str | None = None) -> Iterator[Tier]:
+    """A deployment of its own, on a database of the suite's Redis or on another Redis."""
+    replicas = Tier(stack, redis_url or stack.redis_url.rsplit("/", 1)[0] + f"/{database}")
     try:
         yield replicas
     finally:
@@ -260,3 +261,44 @@ async def test_exactly_once_while_replicas_join_leave_and_crash(stack: LocalStac
         for app in apps:
             assert app.received == published[app.user_id], app.user_id  # all, once each, in order
             assert app.misrouted == 0 and app.resets == 0
+
+
+async def test_redis_restarted_under_the_tier_delays_but_never_loses_or_repeats(
+        stack: LocalStack, tmp_path_factory) -> None:
+    redis = LocalRedis(tmp_path_factory.mktemp("tier-redis"), free_port(), persistent=True)
+    redis.start()
+    try:
+        with tier(stack, redis_url=redis.url) as replicas:
+            for name in ("outage-a", "outage-b"):
+                replicas.start(name)
+            await replicas.settled(2)
+            users = [user("outage") for _ in range(12)]
+            stop_apps, stop_publishing = asyncio.Event(), asyncio.Event()
+            apps = [App(u, replicas, ("outage-a", "outage-b")[i % 2]) for i, u in enumerate(users)]
+            app_tasks = [asyncio.create_task(app.run(stack, stop_apps)) for app in apps]
+            await asyncio.sleep(1.5)
+            published: dict[str, list[str]] = {u: [] for u in users}
+            publisher = asyncio.create_task(_publish_steadily(stack, users, published, stop_publishing, rate=30))
+            await asyncio.sleep(3)
+            await asyncio.to_thread(redis.stop)
+            await asyncio.sleep(5)  # owners push their partitions' results to their own sockets only
+            during = {app.user_id: len(app.received) for app in apps}
+            await asyncio.to_thread(redis.start)
+            await asyncio.sleep(4)
+            stop_publishing.set()
+            await publisher
+            deadline = time.monotonic() + 30
+            while any(app.received != published[app.user_id] for app in apps) and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+            stop_apps.set()
+            await asyncio.gather(*app_tasks)
+            local = sum(r.value("circadia_fanout_delivered_locally_total") for r in replicas.live())
+            print(f"\n[tier, Redis restarted] results={sum(len(v) for v in published.values())} "
+                  f"delivered_locally={local} resets={sum(a.resets for a in apps)} "
+                  f"reconnects={sum(a.reconnects for a in apps)} received_before_restart={sum(during.values())}")
+            assert local > 0  # live delivery went on for the owners' own users
+            for app in apps:
+                assert app.received == published[app.user_id], app.user_id  # all, once each, in order
+                assert app.misrouted == 0 and app.resets == 0 and app.reconnects == 0
+    finally:
+        redis.stop()

@@ -1,8 +1,9 @@
 """A real Redis server (Debian's ``redis-server``) as a local process on loopback.
 
 The binary is installed through ``deploy/local/install-system-packages.sh`` when missing;
-the server keeps nothing on disk (no RDB, no AOF): it holds rate-limit windows and
-idempotency keys, which are safe to lose with the process.
+the server keeps nothing on disk (no RDB, no AOF): it holds rate-limit windows,
+idempotency keys and the fan-out's history, which are safe to lose with the process. Tests
+of a Redis restart that keeps its data ask for an append-only file (``persistent``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def redis_server() -> str:
 class LocalRedis:
     home: Path
     port: int = 6379
+    persistent: bool = False  # an append-only file in ``home``: a restart keeps the data
 
     @property
     def url(self) -> str:
@@ -54,7 +56,8 @@ class LocalRedis:
         if self.process.pid() is None:
             self.process.start(
                 [redis_server(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.home),
-                 "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
+                 "--save", "", "--appendonly", "yes" if self.persistent else "no", "--protected-mode", "yes",
+                 "--daemonize", "no"],
                 env={"PATH": "/usr/bin:/bin"},
             )
         self.process.wait_until(self.answers, timeout, f"Redis on {self.url}", interval=0.1)
