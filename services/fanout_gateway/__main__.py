@@ -9,6 +9,7 @@ import signal
 from dataclasses import replace
 
 import redis.asyncio as aioredis
+import uvloop
 from websockets.asyncio.server import serve
 
 from circadia.audit import ConfigAudit
@@ -97,7 +98,7 @@ def main() -> None:
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
     configure_tracing(SERVICE)
     settings.start_error_reporting(SERVICE, config.secrets)
-    asyncio.run(run(config))
+    uvloop.run(run(config))
 
 
 if __name__ == "__main__":

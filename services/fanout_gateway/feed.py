@@ -7,9 +7,10 @@ user's history and publishes it on the user's live channel in the same Redis ste
 only if one of its connections belongs to that user. A replica's Kafka work is therefore
 proportional to the partitions it owns, and its socket work to its own users.
 
-Where a partition's new owner starts: the history's position for it in Redis (advanced by
-the owner after each recorded batch, kept per Kafka cluster id), else the group's committed
-offset (committed after the position), else the end. A rebalance waits for the batch in
+Where a partition's new owner starts: the history's position for it in Redis (advanced in
+the same round trip that records a batch, kept per Kafka cluster id), else the group's
+committed offset (committed at most once a second, and when the partition is given up),
+else the end. A rebalance waits for the batch in
 hand to be recorded before giving a partition up (``on_partitions_revoked`` takes the same
 lock), so the next owner re-reads at most what was recorded but not yet positioned, and the
 history refuses those second writes. A replica that dies mid-batch is replaced after the
@@ -26,20 +27,19 @@ once each and in order, and resumes find them in the history.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from circadia.avro import AvroSchema, SchemaSet
-from circadia.jsonable import jsonable
 from circadia.kafka import topic_layout
 from circadia.topics import PREDICTIONS
 from circadia.tracing import context_from_headers
@@ -48,6 +48,8 @@ from fanout_gateway.history import Appended, HistoryUnavailable, Outcome, UserHi
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fanout_gateway")
+
+COMMIT_INTERVAL = 1.0  # seconds between commits of the group's offsets
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class PredictionFeed:
         self._lock = asyncio.Lock()  # a batch is recorded, or a partition changes hands: not both
         self._owned: set[TopicPartition] = set()
         self._unrecorded: dict[TopicPartition, int] = {}  # first offset not recorded while Redis was down
+        self._uncommitted: dict[TopicPartition, int] = {}  # recorded, not yet committed to the group
+        self._committed_at = 0.0
         self._probed = 0.0
         self.ready = ready
 
@@ -124,6 +128,7 @@ class PredictionFeed:
                 async with self._lock:
                     self._owned.clear()
                     self._unrecorded.clear()
+                    self._uncommitted.clear()
                 metrics.OWNED_PARTITIONS.set(0)
                 await consumer.stop()
 
@@ -154,8 +159,9 @@ class PredictionFeed:
         log.info("prediction feed partitions assigned", extra={
             "partitions": sorted(tp.partition for tp in partitions), "from_history": len(wanted)})
 
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
+    async def revoked(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         async with self._lock:  # the batch in hand is recorded first
+            await self._commit(consumer, {tp: o for tp, o in self._uncommitted.items() if tp in partitions})
             self._owned -= partitions
             for tp in partitions:
                 self._unrecorded.pop(tp, None)
@@ -190,24 +196,36 @@ class PredictionFeed:
     async def _handle(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
         decoded = [item for records in batches.values() for message in records
                    if (item := self._decode(message)) is not None]
-        texts = [json.dumps(jsonable(message.record)) for message in decoded]
-        if self._unrecorded or not await self._record(decoded, texts):
+        texts = [orjson.dumps(message.record).decode() for message in decoded]  # RFC 3339 times, UUIDs as text
+        next_offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        if self._unrecorded or not await self._record(decoded, texts, next_offsets):
             for tp, records in batches.items():
                 self._unrecorded.setdefault(tp, records[0].offset)
             self._local(list(zip(decoded, texts, strict=True)))
             return
-        next_offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        self._uncommitted.update(next_offsets)
+        if time.monotonic() - self._committed_at >= COMMIT_INTERVAL:
+            await self._commit(consumer, self._uncommitted)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """The group's offsets trail the history's positions (the next owner prefers those):
+        committed at most once per COMMIT_INTERVAL, and when a partition is given up."""
+        self._committed_at = time.monotonic()
+        if not offsets:
+            return
         try:
-            await self._history.advance({tp.partition: offset for tp, offset in next_offsets.items()})
-        except HistoryUnavailable:
-            log.warning("history positions not advanced", exc_info=True)
-        try:
-            await consumer.commit(next_offsets)
+            await consumer.commit(dict(offsets))
         except KafkaError as exc:  # the next owner may re-read these; the history refuses repeats
             log.warning("offsets not committed", extra={"error": repr(exc)})
+            return
+        for tp, offset in list(offsets.items()):
+            if self._uncommitted.get(tp) == offset:
+                del self._uncommitted[tp]
 
-    async def _record(self, messages: Sequence[FeedMessage], texts: Sequence[str]) -> bool:
-        """Record and publish a batch in one round trip; False when Redis is unreachable."""
+    async def _record(self, messages: Sequence[FeedMessage], texts: Sequence[str],
+                      next_offsets: dict[TopicPartition, int]) -> bool:
+        """Record and publish a batch and advance the history's positions past it, in one round
+        trip; False when Redis is unreachable."""
         spans = [tracer.start_span(
             f"{PREDICTIONS} deliver", context=context_from_headers(m.headers), kind=SpanKind.CONSUMER,
             attributes={"messaging.system": "kafka", "messaging.destination.name": PREDICTIONS,
@@ -222,7 +240,8 @@ class PredictionFeed:
                                     [str(u) for u in message.record["source_upload_ids"]],
                                     message.timestamp_ms, carrier.get("traceparent", "")))
         try:
-            recorded = await self._history.record_many(entries)
+            recorded = await self._history.record_many(
+                entries, advance={tp.partition: offset for tp, offset in next_offsets.items()})
         except HistoryUnavailable:
             metrics.HISTORY_ERRORS.inc()
             log.warning("history unavailable: results delivered to this replica's connections only",
@@ -270,7 +289,7 @@ class _Ownership(ConsumerRebalanceListener):
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._feed.revoked(set(revoked))
+        await self._feed.revoked(self._consumer, set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._feed.assigned(self._consumer, set(assigned))

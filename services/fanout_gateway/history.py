@@ -159,7 +159,7 @@ class Publication:
     previous: int | None  # offset of the user's entry before this one; None: the first one kept
     timestamp_ms: int
     traceparent: str | None
-    message: str  # the prediction message, ready for the socket
+    message: bytes  # the prediction message (UTF-8 JSON), ready for the socket as a text frame
 
     @classmethod
     def parse(cls, payload: bytes) -> Publication:
@@ -167,7 +167,7 @@ class Publication:
         partition, offset, previous, timestamp_ms, traceparent = head.split(b" ")
         before = int(previous)
         return cls(int(partition), int(offset), before if before >= 0 else None, int(timestamp_ms),
-                   traceparent.decode() if traceparent != b"-" else None, text.decode())
+                   traceparent.decode() if traceparent != b"-" else None, text)
 
 
 def prediction_message(partition: int, offset: int, epoch: str | None, record_json: str) -> str:
@@ -245,19 +245,22 @@ class UserHistory:
         (recorded,) = await self.record_many([entry])
         return recorded
 
-    async def record_many(self, entries: Sequence[Appended]) -> list[Recorded]:
-        """``record`` for a batch, in one round trip."""
-        if not entries:
+    async def record_many(self, entries: Sequence[Appended], advance: dict[int, int] | None = None) -> list[Recorded]:
+        """``record`` for a batch, then (``advance``) the positions past it, in one round trip."""
+        if not entries and not advance:
             return []
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for entry in entries:
                     await self._record(keys=list(self._keys(entry.user_id)), args=self._args(entry), client=pipe)
+                if advance:
+                    await self._advance(keys=[self._positions_key()],
+                                        args=[v for p, o in advance.items() for v in (p, o)], client=pipe)
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
         return [Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), Outcome(int(outcome)),
-                         int(receivers)) for epoch, outcome, receivers in results]
+                         int(receivers)) for epoch, outcome, receivers in results[:len(entries)]]
 
     async def epoch(self, user_id: str) -> str | None:
         try:

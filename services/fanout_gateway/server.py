@@ -77,7 +77,7 @@ class Push:
 
     partition: int
     offset: int
-    text: str
+    text: str | bytes  # bytes: UTF-8 JSON as received from Redis, sent as a text frame without decoding
     context: Context | None = None
     previous: int | None = None  # the offset of the user's result before this one, when known
 
@@ -89,7 +89,7 @@ class Connection:
                  on_gap: Callable[[Connection], None] = lambda connection: None) -> None:
         self.websocket = websocket
         self.user_id = user_id
-        self._queue: asyncio.Queue[tuple[str, Context | None]] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[tuple[str | bytes, Context | None]] = asyncio.Queue(maxsize=queue_size)
         self._closing = False
         self._sent: tuple[int, int] | None = None  # (partition, offset) of the newest prediction queued
         self._held: list[Push] | None = []  # live pushes held back while catching up; None once live
@@ -115,7 +115,7 @@ class Connection:
         self._held = []
         return True
 
-    def send(self, text: str, context: Context | None = None) -> bool:
+    def send(self, text: str | bytes, context: Context | None = None) -> bool:
         """Queue a message; on overflow the connection is closed with 4408."""
         if self._closing:
             return False
@@ -177,12 +177,12 @@ class Connection:
         while True:
             text, context = await self._queue.get()
             if context is None:
-                await self.websocket.send(text)
+                await self.websocket.send(text, text=True)
             else:
                 with tracer.start_as_current_span("websocket send", context=context, kind=SpanKind.PRODUCER,
                                                   attributes={"network.protocol.name": "websocket",
                                                               "circadia.fanout.path": STREAM_PATH}):
-                    await self.websocket.send(text)
+                    await self.websocket.send(text, text=True)
             self._queue.task_done()
 
     async def drained(self) -> None:

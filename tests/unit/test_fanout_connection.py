@@ -62,6 +62,7 @@ async def test_a_publication_carries_the_socket_message_and_its_position() -> No
     publication = Publication.parse(payload)
     assert (publication.partition, publication.offset, publication.previous) == (1, 41, 38)
     assert publication.timestamp_ms == 1_700_000_000_000 and publication.traceparent.startswith("00-")
+    assert isinstance(publication.message, bytes)
     assert json.loads(publication.message) == {"type": "prediction", "cursor": {"partition": 1, "offset": 41},
                                                "epoch": "ep", "prediction": {"user_id": "ada"}}
     first = Publication.parse(b"1 0 -1 5 -\n" + message.encode())
