@@ -142,6 +142,13 @@ class SchemaSet:
     def __iter__(self):
         return iter(self._by_name.values())
 
+    def writer(self, fingerprint: str) -> AvroSchema:
+        """The schema with this fingerprint (``UnknownSchemaError`` when none has it)."""
+        schema = self._by_fingerprint.get(fingerprint)
+        if schema is None:
+            raise UnknownSchemaError(f"unknown schema fingerprint {fingerprint[:64]!r}")
+        return schema
+
     def decode(self, data: bytes, headers: Headers, expected: AvroSchema, *, logical: bool = True) -> dict[str, Any]:
         """Decode ``data`` written with the schema its headers name, read as ``expected``.
 

@@ -24,6 +24,7 @@ from circadia.secrets import SecretWatcher
 from circadia.tracing import configure_tracing
 from fanout_gateway.feed import PredictionFeed
 from fanout_gateway.history import UserHistory
+from fanout_gateway.records import Renderer
 from fanout_gateway.server import FanoutServer, Limits
 from fanout_gateway.settings import FanoutSettings
 
@@ -34,6 +35,7 @@ SERVICE = "fanout-gateway"
 async def run(config: ServiceConfig) -> None:
     settings: FanoutSettings = config.settings
     schemas = SchemaSet.load()
+    renderer = Renderer(schemas, schemas[PREDICTION_SCHEMA])
     pool = connection_pool(settings, password=config.secret("redis_password"))
     redis = aioredis.Redis(connection_pool=pool)
     feed_ready = asyncio.Event()
@@ -45,13 +47,14 @@ async def run(config: ServiceConfig) -> None:
         feed_ready,
         history,
         pool,
+        renderer,
         Limits(auth_timeout=settings.fanout_auth_timeout_seconds, queue_size=settings.fanout_send_queue_size,
                per_user=settings.fanout_max_connections_per_user, per_process=settings.fanout_max_connections,
                refresh_lead=settings.fanout_refresh_lead_seconds, drain_seconds=settings.fanout_drain_seconds,
                reconnect_spread_ms=settings.fanout_reconnect_spread_ms,
                subscribe_timeout=settings.fanout_subscribe_timeout_seconds),
     )
-    feed = PredictionFeed(settings.kafka_bootstrap_servers, schemas, schemas[PREDICTION_SCHEMA], history,
+    feed = PredictionFeed(settings.kafka_bootstrap_servers, renderer, history,
                           fanout.deliver_local, feed_ready, group_id=settings.fanout_group_id,
                           security=client_security(config))
     # rotated secrets are applied where they are used, without a restart

@@ -1,20 +1,21 @@
 """The predictions.v1 partitions this replica owns, shared out in the deployment's consumer group.
 
 Replicas of one deployment form a consumer group (``CIRCADIA_FANOUT_GROUP_ID``), so each
-partition has one owner at a time. The owner decodes each result once, records it in the
-user's history and publishes it on the user's live channel in the same Redis step
-(``UserHistory.record_many``); every replica, the owner included, receives it from there
-only if one of its connections belongs to that user. A replica's Kafka work is therefore
+partition has one owner at a time. The owner reads each result's head (``records.py``),
+records the result in the user's history and publishes it on the user's live channel in the
+same Redis step (``UserHistory.record_many``); every replica, the owner included, receives it
+from there only if one of its connections belongs to that user, and decodes it then. A replica's Kafka work is therefore
 proportional to the partitions it owns, and its socket work to its own users.
 
 Where a partition's new owner starts: the history's position for it in Redis (advanced in
 the same round trip that records a batch, kept per Kafka cluster id), else the group's
 committed offset (committed at most once a second, and when the partition is given up),
-else the end. A rebalance waits for the batch in
-hand to be recorded before giving a partition up (``on_partitions_revoked`` takes the same
-lock), so the next owner re-reads at most what was recorded but not yet positioned, and the
-history refuses those second writes. A replica that dies mid-batch is replaced after the
-group's session timeout; its unrecorded records are read again by the next owner.
+else the end — and a start that did not come from the history is written there at once.
+A rebalance waits for the batch in hand to be recorded before giving a partition up
+(``on_partitions_revoked`` takes the same lock), so the next owner re-reads at most what
+was recorded but not yet positioned, and the history refuses those second writes. A
+replica that dies mid-batch is replaced after the group's session timeout; its unrecorded
+records are read again by the next owner.
 
 When Redis is unreachable the owner cannot record or publish. It then delivers the results
 of its partitions to its own connections directly (no history, no repeat detection),
@@ -33,18 +34,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from circadia.avro import AvroSchema, SchemaSet
 from circadia.kafka import topic_layout
 from circadia.topics import PREDICTIONS
 from circadia.tracing import context_from_headers
 from fanout_gateway import metrics
 from fanout_gateway.history import Appended, HistoryUnavailable, Outcome, UserHistory
+from fanout_gateway.records import Head, Renderer, UnreadableRecord
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fanout_gateway")
@@ -58,18 +58,18 @@ class FeedMessage:
     partition: int
     offset: int
     timestamp_ms: int
-    record: dict[str, Any]
+    head: Head
+    value: bytes  # the record, Avro, as the worker wrote it
     headers: list[tuple[str, bytes]]
 
 
 class PredictionFeed:
-    def __init__(self, bootstrap_servers: str, schemas: SchemaSet, schema: AvroSchema, history: UserHistory,
-                 local: Callable[[Sequence[tuple[FeedMessage, str]]], None], ready: asyncio.Event, *,
+    def __init__(self, bootstrap_servers: str, renderer: Renderer, history: UserHistory,
+                 local: Callable[[Sequence[FeedMessage]], None], ready: asyncio.Event, *,
                  group_id: str, retry_interval: float = 2.0, security: dict[str, object] | None = None) -> None:
         self._bootstrap = bootstrap_servers
         self._security = dict(security or {})
-        self._schemas = schemas
-        self._schema = schema
+        self._renderer = renderer
         self._history = history
         self._local = local
         self._group_id = group_id
@@ -144,20 +144,34 @@ class PredictionFeed:
     # --- ownership (called by the group coordinator, between batches) -------------------
 
     async def assigned(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        """Seek each partition to where the history stopped; a partition the history has no
+        position for starts at the group's committed offset, else at the end, and that start
+        is written to the history at once, so a record published while the partition changes
+        hands later is read by its next owner instead of being skipped by an "end" of its own."""
         async with self._lock:
             self._owned = set(partitions)
             self._unrecorded = {tp: o for tp, o in self._unrecorded.items() if tp in partitions}
             metrics.OWNED_PARTITIONS.set(len(partitions))
             stored = await self._stored_positions()
-            wanted = [tp for tp in partitions if tp.partition in stored]
-            if wanted:
-                beginnings = await consumer.beginning_offsets(wanted)
-                ends = await consumer.end_offsets(wanted)
-                for tp in wanted:  # clamped: retention may have removed older records
-                    consumer.seek(tp, min(max(stored[tp.partition], beginnings[tp]), ends[tp]))
+            starts: dict[TopicPartition, int] = {}
+            if partitions:
+                beginnings = await consumer.beginning_offsets(list(partitions))
+                ends = await consumer.end_offsets(list(partitions))
+                for tp in partitions:
+                    if tp.partition in stored:  # clamped: retention may have removed older records
+                        consumer.seek(tp, min(max(stored[tp.partition], beginnings[tp]), ends[tp]))
+                        continue
+                    committed = await consumer.committed(tp)
+                    starts[tp] = min(max(committed, beginnings[tp]), ends[tp]) if committed is not None else ends[tp]
+                    consumer.seek(tp, starts[tp])
+            if starts:
+                try:
+                    await self._history.advance({tp.partition: offset for tp, offset in starts.items()})
+                except HistoryUnavailable:
+                    log.warning("history positions of new partitions not written", exc_info=True)
             self.ready.set()
         log.info("prediction feed partitions assigned", extra={
-            "partitions": sorted(tp.partition for tp in partitions), "from_history": len(wanted)})
+            "partitions": sorted(tp.partition for tp in partitions), "from_history": len(partitions) - len(starts)})
 
     async def revoked(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         async with self._lock:  # the batch in hand is recorded first
@@ -194,14 +208,13 @@ class PredictionFeed:
                     await self._handle(consumer, batches)
 
     async def _handle(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]) -> None:
-        decoded = [item for records in batches.values() for message in records
-                   if (item := self._decode(message)) is not None]
-        texts = [orjson.dumps(message.record).decode() for message in decoded]  # RFC 3339 times, UUIDs as text
+        read = [item for records in batches.values() for message in records
+                if (item := self._read(message)) is not None]
         next_offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-        if self._unrecorded or not await self._record(decoded, texts, next_offsets):
+        if self._unrecorded or not await self._record(read, next_offsets):
             for tp, records in batches.items():
                 self._unrecorded.setdefault(tp, records[0].offset)
-            self._local(list(zip(decoded, texts, strict=True)))
+            self._local(read)
             return
         self._uncommitted.update(next_offsets)
         if time.monotonic() - self._committed_at >= COMMIT_INTERVAL:
@@ -222,8 +235,7 @@ class PredictionFeed:
             if self._uncommitted.get(tp) == offset:
                 del self._uncommitted[tp]
 
-    async def _record(self, messages: Sequence[FeedMessage], texts: Sequence[str],
-                      next_offsets: dict[TopicPartition, int]) -> bool:
+    async def _record(self, messages: Sequence[FeedMessage], next_offsets: dict[TopicPartition, int]) -> bool:
         """Record and publish a batch and advance the history's positions past it, in one round
         trip; False when Redis is unreachable."""
         spans = [tracer.start_span(
@@ -233,12 +245,12 @@ class PredictionFeed:
                         "messaging.destination.partition.id": str(m.partition),
                         "messaging.kafka.offset": m.offset}) for m in messages]
         entries = []
-        for message, text, span in zip(messages, texts, spans, strict=True):
+        for message, span in zip(messages, spans, strict=True):
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))
-            entries.append(Appended(message.user_id, message.partition, message.offset, text,
-                                    [str(u) for u in message.record["source_upload_ids"]],
-                                    message.timestamp_ms, carrier.get("traceparent", "")))
+            entries.append(Appended(message.user_id, message.partition, message.offset, message.value,
+                                    message.head.fingerprint, message.head.sources, message.timestamp_ms,
+                                    carrier.get("traceparent", "")))
         try:
             recorded = await self._history.record_many(
                 entries, advance={tp.partition: offset for tp, offset in next_offsets.items()})
@@ -269,18 +281,19 @@ class PredictionFeed:
             return False
         return True
 
-    def _decode(self, message: Any) -> FeedMessage | None:
+    def _read(self, message: Any) -> FeedMessage | None:
+        """The record's head only: routing and repeat detection need no more (``records.py``)."""
         headers = list(message.headers or ())
         try:
-            record = self._schemas.decode(message.value, headers, self._schema)
-        except Exception:  # a bad record must not stop the feed for everyone else
+            head = self._renderer.head(message.value, headers)
+        except UnreadableRecord:  # a bad record must not stop the feed for everyone else
             metrics.RECORDS.labels("undecodable").inc()
-            log.error("undecodable prediction skipped", exc_info=True, extra={
+            log.error("unreadable prediction skipped", exc_info=True, extra={
                 "partition": message.partition, "offset": message.offset})
             return None
-        metrics.RECORDS.labels("decoded").inc()
-        return FeedMessage(user_id=record["user_id"], partition=message.partition, offset=message.offset,
-                           timestamp_ms=message.timestamp, record=record, headers=headers)
+        metrics.RECORDS.labels("read").inc()
+        return FeedMessage(user_id=head.user_id, partition=message.partition, offset=message.offset,
+                           timestamp_ms=message.timestamp, head=head, value=message.value, headers=headers)
 
 
 class _Ownership(ConsumerRebalanceListener):

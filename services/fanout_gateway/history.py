@@ -6,6 +6,9 @@ stream. Entry ids are the Kafka offset + 1 (all of a user's results share one pa
 keyed by user id), so a record written twice (a partition's new owner re-reads what the old
 one recorded) gets the same id and the second write is refused by Redis.
 
+Entries and publications carry the result as its Avro bytes and schema fingerprint; the
+replica that pushes it to sockets renders the JSON (``records.py``).
+
 Recording and publishing are one step (``record_many``, a Lua script per result): the
 script writes the entry and, in the same atomic step, publishes it on the user's sharded
 Pub/Sub channel (``circadia:live:<deployment>:{<cluster>:<user>}``) to the replicas that have a
@@ -50,8 +53,8 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# KEYS: stream, epoch, sources. ARGV: size, entry id, record JSON, a new epoch, partition, ttl,
-# offset, channel, the message's head (up to the epoch), the publication's timestamp and trace
+# KEYS: stream, epoch, sources. ARGV: size, entry id, the record (Avro), a new epoch, partition,
+# ttl, offset, channel, the writer schema's fingerprint, the publication's timestamp and trace
 # context, the number of source uploads, then the upload ids.
 _RECORD = """
 local epoch = redis.call('GET', KEYS[2])
@@ -77,18 +80,22 @@ end
 if repeat_of_earlier then
   return {epoch, 1, 0}
 end
-pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'partition', ARGV[5], 'message', ARGV[3])
-if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then
-  return {epoch, 2, 0}
+local written = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'partition', ARGV[5],
+                      'schema', ARGV[9], 'record', ARGV[3])
+local outcome = 0
+if not written then
+  if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then
+    return {epoch, 2, 0}
+  end
+  outcome = 3
 end
 local before = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[2], '-', 'COUNT', 1)
 local previous = -1
 if before[1] then
   previous = tonumber(string.match(before[1][1], '^(%d+)')) - 1
 end
-local text = ARGV[9] .. epoch .. '", "prediction": ' .. ARGV[3] .. '}'
-local head = ARGV[5] .. ' ' .. ARGV[7] .. ' ' .. previous .. ' ' .. ARGV[10] .. '\\n'
-return {epoch, 0, redis.call('SPUBLISH', ARGV[8], head .. text)}
+local head = ARGV[5] .. ' ' .. ARGV[7] .. ' ' .. previous .. ' ' .. ARGV[10] .. ' ' .. ARGV[9] .. ' ' .. epoch
+return {epoch, outcome, redis.call('SPUBLISH', ARGV[8], head .. '\\n' .. ARGV[3])}
 """
 
 _ADVANCE = """
@@ -108,22 +115,25 @@ class HistoryUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Appended:
-    """A prediction to record: whose, where in Kafka, its JSON, the uploads it reflects, and
-    the trace context its publication carries (a ``traceparent``, or empty)."""
+    """A prediction to record: whose, where in Kafka, its Avro bytes and writer schema, the
+    uploads it reflects, and the trace context its publication carries (a ``traceparent``, or
+    empty)."""
 
     user_id: str
     partition: int
     offset: int
-    message: str
+    record: bytes
+    fingerprint: str
     sources: Sequence[str] = ()
     timestamp_ms: int = 0  # the Kafka record's timestamp, for the delivery latency
     traceparent: str = ""
 
 
 class Outcome(IntEnum):
-    PUBLISHED = 0  # in the history (now or already) and published
+    PUBLISHED = 0  # written to the history and published
     REPEAT = 1  # every source upload was carried by an earlier result: not delivered
     STALE = 2  # older than the user's newest entry and not in the history: not delivered
+    REPUBLISHED = 3  # already in the history (read again by a partition's new owner): published again
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,8 @@ class Recorded:
 class Entry:
     partition: int
     offset: int
-    message: str  # the JSON of the prediction as pushed
+    fingerprint: str  # of the schema the record was written with
+    record: bytes  # Avro
 
 
 @dataclass(frozen=True)
@@ -159,25 +170,24 @@ class Publication:
     previous: int | None  # offset of the user's entry before this one; None: the first one kept
     timestamp_ms: int
     traceparent: str | None
-    message: bytes  # the prediction message (UTF-8 JSON), ready for the socket as a text frame
+    fingerprint: str
+    epoch: str
+    record: bytes  # Avro
 
     @classmethod
     def parse(cls, payload: bytes) -> Publication:
-        head, _, text = payload.partition(b"\n")
-        partition, offset, previous, timestamp_ms, traceparent = head.split(b" ")
+        head, _, record = payload.partition(b"\n")
+        partition, offset, previous, timestamp_ms, traceparent, fingerprint, epoch = head.split(b" ")
         before = int(previous)
         return cls(int(partition), int(offset), before if before >= 0 else None, int(timestamp_ms),
-                   traceparent.decode() if traceparent != b"-" else None, text)
+                   traceparent.decode() if traceparent != b"-" else None, fingerprint.decode(), epoch.decode(),
+                   record)
 
 
 def prediction_message(partition: int, offset: int, epoch: str | None, record_json: str) -> str:
     """The prediction message around an already serialised record (no second serialisation)."""
-    return _message_head(partition, offset)[:-1] + f'{json.dumps(epoch)}, "prediction": {record_json}}}'
-
-
-def _message_head(partition: int, offset: int) -> str:
-    """The prediction message up to the epoch's opening quote (the script adds the rest)."""
-    return f'{{"type": "prediction", "cursor": {{"partition": {partition}, "offset": {offset}}}, "epoch": "'
+    return (f'{{"type": "prediction", "cursor": {{"partition": {partition}, "offset": {offset}}}, '
+            f'"epoch": {json.dumps(epoch)}, "prediction": {record_json}}}')
 
 
 class UserHistory:
@@ -235,9 +245,9 @@ class UserHistory:
         base = f"circadia:history:{{{self._namespace()}:{user_id}}}"
         return base, base + ":epoch", base + ":sources"
 
-    def _args(self, entry: Appended) -> list[str | int]:
-        return [self._size, f"{entry.offset + 1}-0", entry.message, secrets.token_hex(8), entry.partition,
-                self._ttl, entry.offset, self.channel(entry.user_id), _message_head(entry.partition, entry.offset),
+    def _args(self, entry: Appended) -> list[str | int | bytes]:
+        return [self._size, f"{entry.offset + 1}-0", entry.record, secrets.token_hex(8), entry.partition,
+                self._ttl, entry.offset, self.channel(entry.user_id), entry.fingerprint,
                 f"{entry.timestamp_ms} {entry.traceparent or '-'}", len(entry.sources), *entry.sources]
 
     async def record(self, entry: Appended) -> Recorded:
@@ -319,4 +329,4 @@ def _id_number(entry_id: bytes | str | None) -> int:
 def _entry(row: tuple) -> Entry:
     entry_id, fields = row
     return Entry(partition=int(fields[b"partition"]), offset=_id_number(entry_id) - 1,
-                 message=fields[b"message"].decode())
+                 fingerprint=fields[b"schema"].decode(), record=fields[b"record"])

@@ -18,8 +18,11 @@ DELIVERY_LATENCY = Histogram(
     "From the prediction's Kafka timestamp to queueing on the sockets.",
 )
 RECORDS = Counter("circadia_fanout_records_total",
-                  "predictions.v1 records of this replica's partitions, by outcome (decoded, undecodable, "
-                  "published, repeat, stale).", ["outcome"])
+                  "predictions.v1 records of this replica's partitions, by outcome (read, undecodable, "
+                  "published, republished, repeat, stale).", ["outcome"])
+RENDERED = Counter("circadia_fanout_rendered_total",
+                   "Results decoded and rendered as JSON by this replica for its connections, by outcome.",
+                   ["outcome"])
 OWNED_PARTITIONS = Gauge("circadia_fanout_owned_partitions", "predictions.v1 partitions this replica owns.")
 DELIVERED_LOCALLY = Counter("circadia_fanout_delivered_locally_total",
                             "Results pushed to this replica's connections straight from Kafka while Redis was down.")
@@ -39,7 +42,9 @@ for _code in ("1001", "4401", "4403", "4408", "4429"):
     CLOSES.labels(_code)
 for _outcome in ("resumed", "reset"):
     RESUMES.labels(_outcome)
-for _outcome in ("decoded", "undecodable", "published", "repeat", "stale"):
+for _outcome in ("read", "undecodable", "published", "republished", "repeat", "stale"):
     RECORDS.labels(_outcome)
+for _outcome in ("rendered", "undecodable"):
+    RENDERED.labels(_outcome)
 for _outcome in ("bridged", "reset", "unavailable"):
     RESYNCS.labels(_outcome)

@@ -50,6 +50,7 @@ from fanout_gateway.protocol import (
     CLOSE_SLOW,
     GOING_AWAY,
 )
+from fanout_gateway.records import Renderer, UnreadableRecord
 from fanout_gateway.registry import ConnectionRegistry
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,10 @@ class Connection:
 
 class FanoutServer:
     def __init__(self, verifier: FirebaseTokenVerifier, feed_ready: asyncio.Event, history: UserHistory,
-                 pool: aioredis.ConnectionPool, limits: Limits = Limits(),
+                 pool: aioredis.ConnectionPool, renderer: Renderer, limits: Limits = Limits(),
                  clock: Callable[[], float] = time.time) -> None:
         self._verifier = verifier
+        self._renderer = renderer
         self._feed_ready = feed_ready
         self._history = history
         self._limits = limits
@@ -213,27 +215,52 @@ class FanoutServer:
         if not connections:
             return  # the last connection left before the unsubscribe took effect
         publication = Publication.parse(payload)
+        text = self._render(publication.partition, publication.offset, publication.epoch,
+                            publication.fingerprint, publication.record)
+        if text is None:
+            return
         context = context_from_headers([("traceparent", publication.traceparent.encode())]) \
             if publication.traceparent else None
-        item = Push(publication.partition, publication.offset, publication.message, context, publication.previous)
+        item = Push(publication.partition, publication.offset, text, context, publication.previous)
         for connection in tuple(connections):
             connection.push(item)
         metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - publication.timestamp_ms / 1000))
 
-    def deliver_local(self, messages: Sequence[tuple[FeedMessage, str]]) -> None:
+    def deliver_local(self, messages: Sequence[FeedMessage]) -> None:
         """Redis is down: the results of this replica's own partitions go straight to its own
         connections of their users (no epoch, no repeat detection); the feed records and
         publishes them once Redis is back, and connections drop what they already have."""
-        for message, text in messages:
+        for message in messages:
             connections = self.registry.lookup(message.user_id)
             if not connections:
                 continue
+            text = self._render(message.partition, message.offset, None, message.head.fingerprint, message.value)
+            if text is None:
+                continue
             metrics.DELIVERED_LOCALLY.inc()
-            item = Push(message.partition, message.offset,
-                        prediction_message(message.partition, message.offset, None, text),
-                        context_from_headers(message.headers))
+            item = Push(message.partition, message.offset, text, context_from_headers(message.headers))
             for connection in tuple(connections):
                 connection.push(item)
+
+    def _render(self, partition: int, offset: int, epoch: str | None, fingerprint: str, record: bytes) -> str | None:
+        """The prediction message of a result, decoded once for all of the user's connections here."""
+        try:
+            text = prediction_message(partition, offset, epoch, self._renderer.render(fingerprint, record))
+        except UnreadableRecord:
+            metrics.RENDERED.labels("undecodable").inc()
+            log.error("undecodable result not delivered", exc_info=True,
+                      extra={"partition": partition, "offset": offset})
+            return None
+        metrics.RENDERED.labels("rendered").inc()
+        return text
+
+    def _pushes(self, entries: Sequence[Entry], epoch: str | None) -> list[Push]:
+        pushes = []
+        for entry in entries:
+            text = self._render(entry.partition, entry.offset, epoch, entry.fingerprint, entry.record)
+            if text is not None:
+                pushes.append(Push(entry.partition, entry.offset, text))
+        return pushes
 
     def on_resubscribed(self, user_id: str) -> None:
         """The user's channel is subscribed again after a reconnect: what was published while
@@ -264,7 +291,7 @@ class FanoutServer:
         if replay.complete:
             metrics.RESYNCS.labels("bridged").inc()
             epoch = await self._epoch_or_none(connection.user_id)
-            connection.go_live([_push(entry, epoch) for entry in replay.entries])
+            connection.go_live(self._pushes(replay.entries, epoch))
             return
         metrics.RESYNCS.labels("reset").inc()
         connection.send(json.dumps({"type": "reset", "reason": "history does not reach the last delivery"}))
@@ -287,7 +314,7 @@ class FanoutServer:
         if found is None:
             return []
         entry, epoch = found
-        return [_push(entry, epoch)]
+        return self._pushes([entry], epoch)
 
     # --- one socket ---------------------------------------------------------------------------
 
@@ -380,14 +407,14 @@ class FanoutServer:
                     replay = await self._history.after(user_id, epoch, cursor["offset"])
                     if replay.complete:
                         metrics.RESUMES.labels("resumed").inc()
-                        return [_push(entry, epoch) for entry in replay.entries], True
+                        return self._pushes(replay.entries, epoch), True
                 metrics.RESUMES.labels("reset").inc()
                 connection.send(json.dumps({"type": "reset", "reason": "history does not reach the cursor"}))
             found = await self._history.latest(user_id)
             if found is None:
                 return [], False
             entry, epoch = found
-            return [_push(entry, epoch)], False
+            return self._pushes([entry], epoch), False
         except HistoryUnavailable:
             metrics.HISTORY_ERRORS.inc()
             log.warning("history unavailable: no catch-up for this connection", exc_info=True)
@@ -509,11 +536,6 @@ def _cursor_of(resume: dict | None) -> tuple[int, int] | None:
     if isinstance(cursor, dict) and isinstance(cursor.get("partition"), int) and isinstance(cursor.get("offset"), int):
         return cursor["partition"], cursor["offset"]
     return None
-
-
-def _push(entry: Entry, epoch: str | None) -> Push:
-    return Push(entry.partition, entry.offset, prediction_message(entry.partition, entry.offset, epoch,
-                                                                  entry.message))
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str, retry_after: str | None = None) -> Response:

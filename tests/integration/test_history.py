@@ -23,7 +23,8 @@ async def test_offsets_of_one_cluster_never_steer_another(redis_url: str) -> Non
 
         first, second = f"cluster-{uuid.uuid4().hex[:6]}", f"cluster-{uuid.uuid4().hex[:6]}"
         history.use_cluster(first)
-        recorded = await history.record(Appended(user, partition=2, offset=500, message='{"n": 1}', sources=("u1",)))
+        recorded = await history.record(Appended(user, partition=2, offset=500, record=b"r1", fingerprint="fp",
+                                                 sources=("u1",)))
         await history.advance({2: 501})
         assert await history.positions() == {2: 501}
         assert (latest := await history.latest(user)) is not None and latest[0].offset == 500
@@ -32,9 +33,11 @@ async def test_offsets_of_one_cluster_never_steer_another(redis_url: str) -> Non
         assert await history.positions() == {}
         assert await history.latest(user) is None
         assert await history.epoch(user) is None
-        again = await history.record(Appended(user, partition=2, offset=3, message='{"n": 2}', sources=("u2",)))
+        again = await history.record(Appended(user, partition=2, offset=3, record=b"r2", fingerprint="fp",
+                                                sources=("u2",)))
         assert again.epoch != recorded.epoch and not again.repeat  # old cursors get a reset
-        await history.record(Appended(user, partition=2, offset=4, message='{"n": 3}', sources=("u3",)))
+        await history.record(Appended(user, partition=2, offset=4, record=b"r3", fingerprint="fp",
+                                      sources=("u3",)))
         replay = await history.after(user, again.epoch, 3)
         assert replay.complete and [entry.offset for entry in replay.entries] == [4]
         assert not (await history.after(user, recorded.epoch, 500)).complete  # a cursor of the old cluster

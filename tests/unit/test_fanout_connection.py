@@ -56,14 +56,12 @@ async def test_a_resubscription_confirmed_during_the_catch_up_bridges_once_live(
     assert _queued(connection) == [2] and gaps == [connection] and not connection.live
 
 
-async def test_a_publication_carries_the_socket_message_and_its_position() -> None:
-    message = prediction_message(1, 41, "ep", '{"user_id": "ada"}')
-    payload = f"1 41 38 1700000000000 00-{'a' * 32}-{'b' * 16}-01\n".encode() + message.encode()
+async def test_a_publication_carries_the_record_and_its_position() -> None:
+    payload = f"1 41 38 1700000000000 00-{'a' * 32}-{'b' * 16}-01 f1ngerprint ep0ch\n".encode() + b"\x00avro\n\x01"
     publication = Publication.parse(payload)
     assert (publication.partition, publication.offset, publication.previous) == (1, 41, 38)
     assert publication.timestamp_ms == 1_700_000_000_000 and publication.traceparent.startswith("00-")
-    assert isinstance(publication.message, bytes)
-    assert json.loads(publication.message) == {"type": "prediction", "cursor": {"partition": 1, "offset": 41},
-                                               "epoch": "ep", "prediction": {"user_id": "ada"}}
-    first = Publication.parse(b"1 0 -1 5 -\n" + message.encode())
-    assert first.previous is None and first.traceparent is None
+    assert (publication.fingerprint, publication.epoch, publication.record) == ("f1ngerprint", "ep0ch",
+                                                                                 b"\x00avro\n\x01")
+    first = Publication.parse(b"1 0 -1 5 - fp ep\n")
+    assert first.previous is None and first.traceparent is None and first.record == b""
