@@ -3,7 +3,11 @@
     python -m bench.fanout.client SPEC.json
 
 SPEC names the protocol (``circadia`` or ``centrifugo``), the URL, one token per user and
-how many connections each user opens. The fleet opens them all (a bounded number of
+how many connections each user opens. Optionally (circadia; bench/fanout/tier.py): ``urls``,
+several replicas' URLs, with ``url_index`` giving each connection's (default: all on the
+first), and ``reconnect``: a connection the server closes or drops reconnects at once to
+another of the URLs (spread by user, with ``reconnect_jitter`` seconds of jitter), sending
+``resume`` with the cursor and epoch of the last prediction it received. The fleet opens them all (a bounded number of
 handshakes at a time), then prints one JSON line ``{"event": "ready", ...}`` on stdout.
 From then on it records every message of this run it receives — (sequence number,
 connection, wall-clock receipt time) — and answers commands, one JSON line each, on stdin:
@@ -23,6 +27,7 @@ import asyncio
 import gc
 import json
 import os
+import random
 import sys
 import time
 from array import array
@@ -73,7 +78,8 @@ class Fleet:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.protocol: str = spec["protocol"]
-        self.url: str = spec["url"]
+        self.urls: list[str] = list(spec.get("urls") or [spec["url"]])
+        self.url = self.urls[0]
         self.tokens: list[str] = spec["tokens"]
         self.per_user: int = spec["connections_per_user"]
         self.receipts = Receipts(spec["nonce_hex"])
@@ -83,6 +89,15 @@ class Fleet:
         self.extensions: set[str] = set()
         self.ready_count = 0
         self.all_ready = asyncio.Event()
+        connections = self.connections
+        self.url_index: list[int] = list(spec.get("url_index") or [0] * connections)  # per connection, now
+        self.reconnect: bool = bool(spec.get("reconnect", False)) and self.protocol == "circadia"
+        self.cursors: list[tuple[dict, str] | None] = [None] * connections  # last (cursor, epoch) received
+        self.reconnects = 0  # reconnections that were ready again
+        self.resumed = 0  # of which with a cursor (``resume``), the others with a plain ``auth``
+        self.resets = 0  # ``reset`` messages received (a resume the history could not bridge)
+        self.reconnect_errors: list[str] = []  # failed reconnection attempts (then the next URL)
+        self.given_up = 0  # connections that could not reconnect before the deadline
 
     @property
     def connections(self) -> int:
@@ -92,33 +107,85 @@ class Fleet:
         token = self.tokens[index // self.per_user]
         try:
             async with self.handshakes:
-                ws = await connect(self.url, compression="deflate" if self.spec.get("deflate") else None,
-                                   ping_interval=None, max_size=2**20, open_timeout=60, close_timeout=1,
-                                   max_queue=None)
-                self.extensions.add(ws.response.headers.get("Sec-WebSocket-Extensions", "") or "none")
-                await self.authenticate(ws, token)
+                ws = await self.open(self.urls[self.url_index[index]], token)
         except Exception as exc:  # counted and reported: the run shows up as failed
             self.failed.append(f"{type(exc).__name__}: {exc}"[:200])
             self._count_ready()
             return
         self._count_ready()
-        try:
-            if self.protocol == "circadia":
-                await self.receive_circadia(ws, index)
-            else:
-                await self.receive_centrifugo(ws, index)
-        except ConnectionClosed as exc:
-            code = str(exc.rcvd.code) if exc.rcvd else "abnormal"
+        while True:
+            try:
+                if self.protocol == "circadia":
+                    await self.receive_circadia(ws, index)
+                else:
+                    await self.receive_centrifugo(ws, index)
+                if not self.reconnect:
+                    return
+                code = str(ws.close_code) if ws.close_code is not None else "abnormal"  # a clean close
+            except ConnectionClosed as exc:
+                code = str(exc.rcvd.code) if exc.rcvd else "abnormal"
             self.closed[code] = self.closed.get(code, 0) + 1
+            if not self.reconnect or code in ("4401", "4403", "4429"):
+                return  # refused, or replaced by a newer connection of the same user: not a failover
+            reopened = await self.reopen(index, token)
+            if reopened is None:
+                return
+            ws = reopened
+
+    async def open(self, url: str, token: str, last: tuple[dict, str] | None = None) -> ClientConnection:
+        ws = await connect(url, compression="deflate" if self.spec.get("deflate") else None,
+                           ping_interval=None, max_size=2**20, open_timeout=60, close_timeout=1,
+                           max_queue=None)
+        self.extensions.add(ws.response.headers.get("Sec-WebSocket-Extensions", "") or "none")
+        try:
+            await self.authenticate(ws, token, last)
+        except BaseException:
+            await ws.close()
+            raise
+        return ws
+
+    async def reopen(self, index: int, token: str) -> ClientConnection | None:
+        """Reconnect to another URL (the user's connections fail over together, users spread
+        over the others), then to the old one, until ``reconnect_deadline`` passes."""
+        user = index // self.per_user
+        current = self.url_index[index]
+        others = [i for i in range(len(self.urls)) if i != current]
+        if others:
+            start = user % len(others)
+            others = others[start:] + others[:start]
+        order = [*others, current]
+        deadline = time.monotonic() + float(self.spec.get("reconnect_deadline", 120))
+        await asyncio.sleep(random.uniform(0, float(self.spec.get("reconnect_jitter", 0.5))))  # noqa: S311
+        attempt = 0
+        while time.monotonic() < deadline:
+            target = order[attempt % len(order)]
+            attempt += 1
+            last = self.cursors[index]
+            try:
+                async with self.handshakes:
+                    ws = await self.open(self.urls[target], token, last)
+            except Exception as exc:  # a replica that is down or not ready: try the next
+                self.reconnect_errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                await asyncio.sleep(min(0.25 * attempt, 2.0))
+                continue
+            self.url_index[index] = target
+            self.reconnects += 1
+            self.resumed += last is not None
+            return ws
+        self.given_up += 1
+        return None
 
     def _count_ready(self) -> None:
         self.ready_count += 1
         if self.ready_count == self.connections:
             self.all_ready.set()
 
-    async def authenticate(self, ws: ClientConnection, token: str) -> None:
+    async def authenticate(self, ws: ClientConnection, token: str, last: tuple[dict, str] | None = None) -> None:
         if self.protocol == "circadia":
-            await ws.send(json.dumps({"type": "auth", "token": token}))
+            first: dict[str, Any] = {"type": "auth", "token": token}
+            if last is not None:
+                first = {"type": "resume", "token": token, "cursor": last[0], "epoch": last[1]}
+            await ws.send(json.dumps(first))
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 60))
                 if message.get("type") == "ready":
@@ -132,14 +199,24 @@ class Fleet:
                 raise RuntimeError(f"connect refused or no personal channel: {reply}")
 
     async def receive_circadia(self, ws: ClientConnection, index: int) -> None:
-        record, receipts = self.receipts.record, self.receipts
+        record, receipts, cursors = self.receipts.record, self.receipts, self.cursors
         async for raw in ws:
             received = time.time()
             message = json.loads(raw)
-            if message.get("type") == "prediction":
+            kind = message.get("type")
+            if kind == "prediction":
                 record(message.get("prediction", {}).get("prediction_id"), index, received)
+                cursor, epoch = message.get("cursor"), message.get("epoch")
+                if isinstance(cursor, dict):
+                    last = cursors[index]
+                    if isinstance(epoch, str):
+                        cursors[index] = (cursor, epoch)
+                    elif last is not None:  # delivered without an epoch (Redis down)
+                        cursors[index] = (cursor, last[1])
             else:
                 receipts.other += 1
+                if kind == "reset":
+                    self.resets += 1
 
     async def receive_centrifugo(self, ws: ClientConnection, index: int) -> None:
         record, receipts = self.receipts.record, self.receipts
@@ -178,6 +255,9 @@ class Fleet:
             "foreign": r.foreign, "other": r.other, "closed": self.closed, "failed": self.failed[:20],
             "failed_count": len(self.failed), "extensions": sorted(self.extensions),
             "client_rss_kib": _rss_kib(),
+            "url_index": self.url_index, "reconnects": self.reconnects, "resumed": self.resumed,
+            "resets": self.resets, "reconnect_errors": len(self.reconnect_errors),
+            "reconnect_error_samples": self.reconnect_errors[:5], "given_up": self.given_up,
         }))
 
 
