@@ -56,6 +56,7 @@ async def run(config: ServiceConfig) -> None:
     )
     feed = PredictionFeed(settings.kafka_bootstrap_servers, renderer, history,
                           fanout.deliver_local, feed_ready, group_id=settings.fanout_group_id,
+                          fetch_wait_ms=settings.fanout_fetch_wait_ms,
                           security=client_security(config))
     # rotated secrets are applied where they are used, without a restart
     watcher = SecretWatcher(config.resolver, config.secrets, settings.secret_refresh_seconds)

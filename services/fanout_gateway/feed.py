@@ -66,7 +66,9 @@ class FeedMessage:
 class PredictionFeed:
     def __init__(self, bootstrap_servers: str, renderer: Renderer, history: UserHistory,
                  local: Callable[[Sequence[FeedMessage]], None], ready: asyncio.Event, *,
-                 group_id: str, retry_interval: float = 2.0, security: dict[str, object] | None = None) -> None:
+                 group_id: str, fetch_wait_ms: int = 10, retry_interval: float = 2.0,
+                 security: dict[str, object] | None = None) -> None:
+        self._fetch_wait_ms = fetch_wait_ms
         self._bootstrap = bootstrap_servers
         self._security = dict(security or {})
         self._renderer = renderer
@@ -79,6 +81,9 @@ class PredictionFeed:
         self._owned: set[TopicPartition] = set()
         self._unrecorded: dict[TopicPartition, int] = {}  # first offset not recorded while Redis was down
         self._uncommitted: dict[TopicPartition, int] = {}  # recorded, not yet committed to the group
+        # where each partition was sought to on assignment: the fetcher may already have read from
+        # the group's (trailing) committed offset while the assignment callback ran
+        self._floor: dict[TopicPartition, int] = {}
         self._committed_at = 0.0
         self._probed = 0.0
         self.ready = ready
@@ -112,6 +117,10 @@ class PredictionFeed:
                 auto_offset_reset="latest",
                 client_id="fanout-gateway",
                 heartbeat_interval_ms=1000,  # a replica joining or leaving is noticed within a second
+                # the broker answers a fetch once 64 KiB are there or after the wait: batches
+                # instead of one fetch round trip per record at low rates (0: answer at the
+                # first record, waiting up to 500 ms when there is none)
+                fetch_max_wait_ms=self._fetch_wait_ms or 500, fetch_min_bytes=64 * 1024 if self._fetch_wait_ms else 1,
                 session_timeout_ms=10_000,  # a crashed replica's partitions move after this long
                 **self._security,
             )
@@ -150,6 +159,7 @@ class PredictionFeed:
         hands later is read by its next owner instead of being skipped by an "end" of its own."""
         async with self._lock:
             self._owned = set(partitions)
+            self._floor = {}
             self._unrecorded = {tp: o for tp, o in self._unrecorded.items() if tp in partitions}
             metrics.OWNED_PARTITIONS.set(len(partitions))
             stored = await self._stored_positions()
@@ -159,11 +169,12 @@ class PredictionFeed:
                 ends = await consumer.end_offsets(list(partitions))
                 for tp in partitions:
                     if tp.partition in stored:  # clamped: retention may have removed older records
-                        consumer.seek(tp, min(max(stored[tp.partition], beginnings[tp]), ends[tp]))
-                        continue
-                    committed = await consumer.committed(tp)
-                    starts[tp] = min(max(committed, beginnings[tp]), ends[tp]) if committed is not None else ends[tp]
-                    consumer.seek(tp, starts[tp])
+                        self._floor[tp] = min(max(stored[tp.partition], beginnings[tp]), ends[tp])
+                    else:
+                        committed = await consumer.committed(tp)
+                        self._floor[tp] = starts[tp] = (min(max(committed, beginnings[tp]), ends[tp])
+                                                        if committed is not None else ends[tp])
+                    consumer.seek(tp, self._floor[tp])
             if starts:
                 try:
                     await self._history.advance({tp.partition: offset for tp, offset in starts.items()})
@@ -196,7 +207,10 @@ class PredictionFeed:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
             async with self._lock:
-                batches = {tp: records for tp, records in batches.items() if records and tp in self._owned}
+                # a batch that starts below where its partition was sought to predates the seek
+                # (fetched from the committed offset during the assignment): it is read again
+                batches = {tp: records for tp, records in batches.items() if records and tp in self._owned
+                           and records[0].offset >= self._floor.get(tp, 0)}
                 if self._unrecorded and await self._redis_is_back():
                     for tp, offset in self._unrecorded.items():
                         consumer.seek(tp, offset)  # record (and publish) what the outage left out

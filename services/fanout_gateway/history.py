@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -260,17 +260,28 @@ class UserHistory:
         if not entries and not advance:
             return []
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for entry in entries:
-                    await self._record(keys=list(self._keys(entry.user_id)), args=self._args(entry), client=pipe)
-                if advance:
-                    await self._advance(keys=[self._positions_key()],
-                                        args=[v for p, o in advance.items() for v in (p, o)], client=pipe)
-                results = await pipe.execute()
+            try:
+                results = await self._record_pipeline(entries, advance)
+            except NoScriptError:  # Redis restarted (or flushed its scripts): load them, once
+                for script in (self._record, self._advance):
+                    await self._redis.script_load(script.script)
+                results = await self._record_pipeline(entries, advance)
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
         return [Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), Outcome(int(outcome)),
                          int(receivers)) for epoch, outcome, receivers in results[:len(entries)]]
+
+    async def _record_pipeline(self, entries: Sequence[Appended], advance: dict[int, int] | None) -> list:
+        """EVALSHA straight away: redis-py's script objects in a pipeline first ask SCRIPT
+        EXISTS, a second round trip for every batch."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                keys = self._keys(entry.user_id)
+                pipe.evalsha(self._record.sha, len(keys), *keys, *self._args(entry))
+            if advance:
+                positions = [v for p, o in advance.items() for v in (p, o)]
+                pipe.evalsha(self._advance.sha, 1, self._positions_key(), *positions)
+            return await pipe.execute()
 
     async def epoch(self, user_id: str) -> str | None:
         try:

@@ -10,6 +10,11 @@ class FanoutSettings(AuthSettings, RedisSettings):
         default="circadia-fanout-gateway",
         description="Consumer group of the deployment's replicas; also names its live channels in Redis.",
     )
+    fanout_fetch_wait_ms: int = Field(
+        default=50, ge=0, le=500,
+        description="How long the broker may hold a fetch of predictions.v1 to gather more records "
+                    "(0: answer as soon as there is one). Fewer, larger batches cost less CPU per result.",
+    )
     fanout_host: str = "127.0.0.1"
     fanout_port: int = Field(default=8081, ge=1, le=65535)
     fanout_auth_timeout_seconds: float = Field(default=5.0, gt=0)
