@@ -171,8 +171,11 @@ misrouted deliveries are counted per connection.
 
 - **circadia**: Kafka 4.4 (the project's launcher) and Redis on free ports; the gateway started with
   `LocalStack.start_service("fanout-gateway")` and the stack's dev token issuer, its own defaults except
-  the connection caps (raised so N fit) and no OTLP collector (spans are created, not exported); it
-  writes every prediction to the per-user history in Redis before pushing it. Records produced to
+  the connection caps (raised so N fit) and no OTLP collector (spans are created, not exported). One
+  replica owns all partitions: it reads each result's head, records it in the user's Redis history and
+  publishes it on the user's sharded Pub/Sub channel in one Lua call, receives it back on its
+  subscription (the user is connected to it), decodes it once and pushes it to the user's sockets — the
+  whole path of the tier, in one process. Records produced to
   `predictions.v1` with aiokafka {m['aiokafka']} as the worker writes them (schemaless Avro, schema headers,
   key = user id; acks=all, `linger_ms=0`). Latency = client receipt − the Kafka record timestamp (set to
   the moment of the `send` call; millisecond resolution).

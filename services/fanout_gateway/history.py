@@ -21,8 +21,9 @@ and the channel share a hash tag, so in a Redis Cluster they live on one shard.
 A result whose source uploads were all carried by an earlier result of the user (a worker
 that crashed between publishing and saving its state publishes it again) is a repeat:
 it is neither recorded nor published, so clients never receive the same result twice. Each
-upload id maps to the offset of the first result that carried it (``...:sources``), which
-tells a replica seeing the same record again from a later one. A write older than the
+upload id maps to the offset of the first result that carried it (``...:sources``, a sorted
+set holding the newest 10 × ``size`` upload ids, so it stays bounded however long a user
+stays active), which tells a replica seeing the same record again from a later one. A write older than the
 stream's newest entry that is not in it (a partition's former owner still writing after a
 rebalance) is stale: not recorded, not published.
 
@@ -66,13 +67,17 @@ local offset = tonumber(ARGV[7])
 local count = tonumber(ARGV[11])
 local repeat_of_earlier = count > 0
 for i = 1, count do
-  local first = redis.call('HGET', KEYS[3], ARGV[11 + i])
+  local first = redis.call('ZSCORE', KEYS[3], ARGV[11 + i])
   if not first then
-    redis.call('HSET', KEYS[3], ARGV[11 + i], offset)
+    redis.call('ZADD', KEYS[3], offset, ARGV[11 + i])
     repeat_of_earlier = false
   elseif tonumber(first) >= offset then
     repeat_of_earlier = false
   end
+end
+local remembered = 10 * tonumber(ARGV[1])
+if redis.call('ZCARD', KEYS[3]) > remembered then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(remembered + 1))
 end
 for i = 1, 3 do
   redis.call('EXPIRE', KEYS[i], ARGV[6])
@@ -134,6 +139,7 @@ class Outcome(IntEnum):
     REPEAT = 1  # every source upload was carried by an earlier result: not delivered
     STALE = 2  # older than the user's newest entry and not in the history: not delivered
     REPUBLISHED = 3  # already in the history (read again by a partition's new owner): published again
+    FAILED = 4  # Redis refused this entry's script (an error no retry cures): not delivered, logged
 
 
 @dataclass(frozen=True)
@@ -260,16 +266,26 @@ class UserHistory:
         if not entries and not advance:
             return []
         try:
-            try:
-                results = await self._record_pipeline(entries, advance)
-            except NoScriptError:  # Redis restarted (or flushed its scripts): load them, once
+            results = await self._record_pipeline(entries, advance)
+            if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted or flushed its scripts
                 for script in (self._record, self._advance):
                     await self._redis.script_load(script.script)
                 results = await self._record_pipeline(entries, advance)
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
-        return [Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), Outcome(int(outcome)),
-                         int(receivers)) for epoch, outcome, receivers in results[:len(entries)]]
+        if advance and isinstance(results[-1], Exception):
+            log.error("history positions not advanced", extra={"error": repr(results[-1])})
+        recorded = []
+        for entry, result in zip(entries, results, strict=False):
+            if isinstance(result, Exception):  # this entry's script failed; the others stand
+                log.error("result not recorded", extra={"user": entry.user_id, "partition": entry.partition,
+                                                         "offset": entry.offset, "error": repr(result)})
+                recorded.append(Recorded("", Outcome.FAILED))
+                continue
+            epoch, outcome, receivers = result
+            recorded.append(Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), Outcome(int(outcome)),
+                                     int(receivers)))
+        return recorded
 
     async def _record_pipeline(self, entries: Sequence[Appended], advance: dict[int, int] | None) -> list:
         """EVALSHA straight away: redis-py's script objects in a pipeline first ask SCRIPT
@@ -281,7 +297,7 @@ class UserHistory:
             if advance:
                 positions = [v for p, o in advance.items() for v in (p, o)]
                 pipe.evalsha(self._advance.sha, 1, self._positions_key(), *positions)
-            return await pipe.execute()
+            return await pipe.execute(raise_on_error=False)
 
     async def epoch(self, user_id: str) -> str | None:
         try:

@@ -19,7 +19,7 @@ DELIVERY_LATENCY = Histogram(
 )
 RECORDS = Counter("circadia_fanout_records_total",
                   "predictions.v1 records of this replica's partitions, by outcome (read, undecodable, "
-                  "published, republished, repeat, stale).", ["outcome"])
+                  "published, republished, repeat, stale, failed).", ["outcome"])
 RENDERED = Counter("circadia_fanout_rendered_total",
                    "Results decoded and rendered as JSON by this replica for its connections, by outcome.",
                    ["outcome"])
@@ -42,7 +42,7 @@ for _code in ("1001", "4401", "4403", "4408", "4429"):
     CLOSES.labels(_code)
 for _outcome in ("resumed", "reset"):
     RESUMES.labels(_outcome)
-for _outcome in ("read", "undecodable", "published", "republished", "repeat", "stale"):
+for _outcome in ("read", "undecodable", "published", "republished", "repeat", "stale", "failed"):
     RECORDS.labels(_outcome)
 for _outcome in ("rendered", "undecodable"):
     RENDERED.labels(_outcome)
