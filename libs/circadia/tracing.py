@@ -25,7 +25,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from circadia import __version__
 
 
-def configure_tracing(service_name: str) -> TracerProvider:
+def configure_tracing(service_name: str, *, instrument_kafka: bool = True) -> TracerProvider:
+    """The process's tracer provider (OTLP export when an endpoint is set) and, unless
+    ``instrument_kafka`` is False, aiokafka's instrumentation: a span per produced record
+    (the trace context in its headers) and per consumed one. A service that makes its own
+    span per consumed record and produces nothing worth a trace passes False."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name, "service.version": __version__})
     )
@@ -38,6 +42,8 @@ def configure_tracing(service_name: str) -> TracerProvider:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    if not instrument_kafka:
+        return provider
     from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
 
     instrumentor = AIOKafkaInstrumentor()

@@ -100,7 +100,9 @@ def main() -> None:
     configure_logging(SERVICE, settings.log_level)
     # one line per HTTP probe and handshake is noise; failures still log at WARNING
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
-    configure_tracing(SERVICE)
+    # the feed makes its own span per result ("predictions.v1 deliver", a child of the worker's
+    # send); aiokafka's consumer span per record would be a second one beside it
+    configure_tracing(SERVICE, instrument_kafka=False)
     settings.start_error_reporting(SERVICE, config.secrets)
     uvloop.run(run(config))
 

@@ -64,6 +64,14 @@ def week_of_counts() -> dict:
                 "end": (WEEK_START + timedelta(days=6)).isoformat(), "value": MARKER_VALUE, "unit": "count/min"}]}
 
 
+def _parents_arrived(found: dict) -> bool:
+    """Every span's parent is in the trace: processes export their spans in batches, so a
+    child (a socket send on the user's replica) can reach Jaeger before its parent (the
+    owner's deliver span, which ends when its Redis round trip returns)."""
+    ids = {s["spanID"] for s in found["spans"]}
+    return all(r["spanID"] in ids for s in found["spans"] for r in s["references"] if r["refType"] == "CHILD_OF")
+
+
 def jaeger_trace(stack: LocalStack, trace_id: str, services: set[str], timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -72,7 +80,7 @@ def jaeger_trace(stack: LocalStack, trace_id: str, services: set[str], timeout: 
             (found,) = response.json()["data"]
             names = {p["serviceName"] for p in found["processes"].values()}
             operations = {s["operationName"] for s in found["spans"]}
-            if services <= names and "websocket send" in operations:
+            if services <= names and "websocket send" in operations and _parents_arrived(found):
                 return found
         assert time.monotonic() < deadline, f"trace {trace_id} incomplete in Jaeger: {response.text[:500]}"
         time.sleep(0.5)
