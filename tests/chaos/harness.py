@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections import Counter
@@ -14,10 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from circadia.devstack.stack import LocalStack, Ports
+from tests.apps import ResumingApp
 from tests.conftest import free_ports
 
 START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
@@ -99,43 +97,22 @@ class Devices:
             self._ledger.refused[str(response.status_code)] += 1
 
 
-class App:
-    """One user's app: a WebSocket that resumes from its last cursor whenever it drops."""
+class App(ResumingApp):
+    """One user's app, counting what it receives in the ledger."""
 
     def __init__(self, stack: LocalStack, user: str, ledger: Ledger) -> None:
-        self._stack, self._user, self._ledger = stack, user, ledger
-        self.cursor: dict | None = None
-        self.epoch: str | None = None
+        super().__init__(user, stack.issuer.mint, lambda: f"ws://127.0.0.1:{stack.ports.fanout}/v1/stream")
+        self._ledger = ledger
         self.seen: set[str] = set()
-        self.reconnects = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
-        url = f"ws://127.0.0.1:{self._stack.ports.fanout}/v1/stream"
-        while not stop.is_set():
-            try:
-                async with connect(url, open_timeout=5) as ws:
-                    token = self._stack.issuer.mint(self._user)
-                    first = {"type": "auth", "token": token} if self.cursor is None else \
-                        {"type": "resume", "token": token, "cursor": self.cursor, "epoch": self.epoch}
-                    await ws.send(json.dumps(first))
-                    while not stop.is_set():
-                        try:
-                            raw = await asyncio.wait_for(ws.recv(), 0.5)
-                        except TimeoutError:
-                            continue
-                        self._receive(json.loads(raw))
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
-                self.reconnects += 1
-                await asyncio.sleep(0.5)
-
-    def _receive(self, message: dict) -> None:
+    def receive(self, message: dict) -> None:
         if message["type"] != "prediction":
             return
         cursor = message["cursor"]
         if self.cursor is not None and cursor["partition"] == self.cursor["partition"] \
                 and cursor["offset"] <= self.cursor["offset"]:
             self._ledger.gaps += 1
-        self.cursor, self.epoch = cursor, message["epoch"]
+        super().receive(message)
         sources = set(message["prediction"]["source_upload_ids"])
         self._ledger.results += 1
         if sources and sources <= self.seen:

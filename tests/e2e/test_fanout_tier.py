@@ -9,7 +9,6 @@ up — receives each of its user's results exactly once, in order, and nobody el
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sys
 import time
@@ -17,17 +16,16 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from circadia.devstack.processes import ManagedProcess
 from circadia.devstack.redis import LocalRedis
 from circadia.devstack.stack import LocalStack, _inherited_environment
 from circadia.topics import PREDICTIONS
+from tests.apps import ResumingApp
 from tests.conftest import free_port
 from tests.e2e.conftest import metric
 from tests.e2e.test_fanout import SCHEMA, prediction, publish, user
@@ -113,41 +111,25 @@ def tier(stack: LocalStack, database: int | None = None, redis_url: str | None =
         replicas.stop_all()
 
 
-@dataclass
-class App:
+class App(ResumingApp):
     """One user's app: it resumes from its cursor on any live replica whenever it drops."""
 
-    user_id: str
-    tier: Tier
-    home: str
-    received: list[str] = field(default_factory=list)
-    misrouted: int = 0
-    resets: int = 0
-    reconnects: int = 0
-    cursor: dict | None = None
-    epoch: str | None = None
+    def __init__(self, stack: LocalStack, user_id: str, tier: Tier, home: str) -> None:
+        self._tier = tier
+        self._next: Replica | None = tier.replicas[home]
+        super().__init__(user_id, stack.issuer.mint, self._url, retry_interval=0.2)
+        self.received: list[str] = []
+        self.misrouted = 0
+        self.resets = 0
 
-    async def run(self, stack: LocalStack, stop: asyncio.Event) -> None:
-        replica = self.tier.replicas[self.home]
-        while not stop.is_set():
-            try:
-                async with connect(replica.url, open_timeout=5) as ws:
-                    token = stack.issuer.mint(self.user_id)
-                    first = {"type": "auth", "token": token} if self.cursor is None else \
-                        {"type": "resume", "token": token, "cursor": self.cursor, "epoch": self.epoch}
-                    await ws.send(json.dumps(first))
-                    while not stop.is_set():
-                        try:
-                            raw = await asyncio.wait_for(ws.recv(), 0.5)
-                        except TimeoutError:
-                            continue
-                        self._receive(json.loads(raw))
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
-                self.reconnects += 1
-                await asyncio.sleep(0.2)
-                replica = random.choice(self.tier.live())  # noqa: S311  # test traffic, not a secret
+    def _url(self) -> str:
+        """The home replica first; after a drop, any live one."""
+        if self._next is not None:
+            home, self._next = self._next, None
+            return home.url
+        return random.choice(self._tier.live()).url  # noqa: S311  # test traffic, not a secret
 
-    def _receive(self, message: dict) -> None:
+    def receive(self, message: dict) -> None:
         if message["type"] == "reset":
             self.resets += 1
         if message["type"] != "prediction":
@@ -155,7 +137,7 @@ class App:
         if message["prediction"]["user_id"] != self.user_id:
             self.misrouted += 1
             return
-        self.cursor, self.epoch = message["cursor"], message["epoch"]
+        super().receive(message)
         self.received.append(message["prediction"]["prediction_id"])
 
 
@@ -193,8 +175,8 @@ async def test_each_result_is_recorded_once_and_reaches_only_its_users_replicas(
         # users on replica a and b only; c holds no connection at all
         users = {r.name: [user(f"on-{r.name}") for _ in range(4)] for r in live[:2]}
         stop = asyncio.Event()
-        apps = [App(u, replicas, home) for home, names in users.items() for u in names]
-        tasks = [asyncio.create_task(app.run(stack, stop)) for app in apps]
+        apps = [App(stack, u, replicas, home) for home, names in users.items() for u in names]
+        tasks = [asyncio.create_task(app.run(stop)) for app in apps]
         await asyncio.sleep(1.5)  # connected and subscribed
         before = _counts(live)
         published: dict[str, list[str]] = {app.user_id: [] for app in apps}
@@ -231,8 +213,8 @@ async def test_exactly_once_while_replicas_join_leave_and_crash(stack: LocalStac
         homes = list(replicas.replicas)
         users = [user("churn") for _ in range(24)]
         stop_apps, stop_publishing = asyncio.Event(), asyncio.Event()
-        apps = [App(u, replicas, homes[i % len(homes)]) for i, u in enumerate(users)]
-        app_tasks = [asyncio.create_task(app.run(stack, stop_apps)) for app in apps]
+        apps = [App(stack, u, replicas, homes[i % len(homes)]) for i, u in enumerate(users)]
+        app_tasks = [asyncio.create_task(app.run(stop_apps)) for app in apps]
         await asyncio.sleep(1.5)
         published: dict[str, list[str]] = {u: [] for u in users}
         publisher = asyncio.create_task(_publish_steadily(stack, users, published, stop_publishing, rate=40))
@@ -277,8 +259,8 @@ async def test_redis_restarted_under_the_tier_delays_but_never_loses_or_repeats(
             await replicas.settled(2)
             users = [user("outage") for _ in range(12)]
             stop_apps, stop_publishing = asyncio.Event(), asyncio.Event()
-            apps = [App(u, replicas, ("outage-a", "outage-b")[i % 2]) for i, u in enumerate(users)]
-            app_tasks = [asyncio.create_task(app.run(stack, stop_apps)) for app in apps]
+            apps = [App(stack, u, replicas, ("outage-a", "outage-b")[i % 2]) for i, u in enumerate(users)]
+            app_tasks = [asyncio.create_task(app.run(stop_apps)) for app in apps]
             await asyncio.sleep(1.5)
             published: dict[str, list[str]] = {u: [] for u in users}
             publisher = asyncio.create_task(_publish_steadily(stack, users, published, stop_publishing, rate=30))
@@ -316,9 +298,9 @@ async def test_a_result_published_while_no_replica_runs_is_recorded_by_the_next_
         (pid,) = await publish(stack.bootstrap_servers, ada)  # to a partition that never had a record here
         replicas.start("alone-b")
         await replicas.settled(1)
-        app = App(ada, replicas, "alone-b")
+        app = App(stack, ada, replicas, "alone-b")
         stop = asyncio.Event()
-        task = asyncio.create_task(app.run(stack, stop))
+        task = asyncio.create_task(app.run(stop))
         deadline = time.monotonic() + 15
         while not app.received and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
