@@ -54,13 +54,16 @@ COMMIT_INTERVAL = 1.0  # seconds between commits of the group's offsets
 
 @dataclass(frozen=True)
 class FeedMessage:
-    user_id: str
     partition: int
     offset: int
     timestamp_ms: int
     head: Head
     value: bytes  # the record, Avro, as the worker wrote it
     headers: list[tuple[str, bytes]]
+
+    @property
+    def user_id(self) -> str:
+        return self.head.user_id
 
 
 class PredictionFeed:
@@ -87,10 +90,6 @@ class PredictionFeed:
         self._committed_at = 0.0
         self._probed = 0.0
         self.ready = ready
-
-    @property
-    def owned(self) -> frozenset[int]:
-        return frozenset(tp.partition for tp in self._owned)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prediction-feed")
@@ -306,7 +305,7 @@ class PredictionFeed:
                 "partition": message.partition, "offset": message.offset})
             return None
         metrics.RECORDS.labels("read").inc()
-        return FeedMessage(user_id=head.user_id, partition=message.partition, offset=message.offset,
+        return FeedMessage(partition=message.partition, offset=message.offset,
                            timestamp_ms=message.timestamp, head=head, value=message.value, headers=headers)
 
 

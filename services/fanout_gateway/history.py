@@ -165,6 +165,7 @@ class Entry:
 class Replay:
     entries: Sequence[Entry]
     complete: bool  # False: history does not reach back to the cursor (or epoch differs): reset
+    epoch: str | None = None  # the stream's current epoch (None: no stream)
 
 
 @dataclass(frozen=True)
@@ -212,10 +213,6 @@ class UserHistory:
             log.info("history bound to a Kafka cluster", extra={"cluster_id": cluster_id,
                                                                 "previous": self._cluster})
             self._cluster = cluster_id
-
-    @property
-    def cluster(self) -> str | None:
-        return self._cluster
 
     def _namespace(self) -> str:
         if self._cluster is None:
@@ -283,8 +280,7 @@ class UserHistory:
                 recorded.append(Recorded("", Outcome.FAILED))
                 continue
             epoch, outcome, receivers = result
-            recorded.append(Recorded(epoch.decode() if isinstance(epoch, bytes) else str(epoch), Outcome(int(outcome)),
-                                     int(receivers)))
+            recorded.append(Recorded(str(_text(epoch)), Outcome(int(outcome)), int(receivers)))
         return recorded
 
     async def _record_pipeline(self, entries: Sequence[Appended], advance: dict[int, int] | None) -> list:
@@ -304,9 +300,7 @@ class UserHistory:
             value = await self._redis.get(self._keys(user_id)[1])
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else value
+        return _text(value)
 
     async def latest(self, user_id: str) -> tuple[Entry, str | None] | None:
         """The user's newest entry and the current epoch, or None when there is none."""
@@ -320,30 +314,36 @@ class UserHistory:
             raise HistoryUnavailable(repr(exc)) from exc
         if not rows:
             return None
-        return _entry(rows[0]), (epoch.decode() if isinstance(epoch, bytes) else epoch)
+        return _entry(rows[0]), _text(epoch)
 
     async def after(self, user_id: str, epoch: str, offset: int) -> Replay:
         """Entries after Kafka ``offset`` in order, if the history provably holds all of them."""
-        current = await self.epoch(user_id)
-        if current is None or current != epoch:
-            return Replay((), complete=False)
-        return await self.since(user_id, offset)
+        replay = await self.since(user_id, offset)
+        if replay.epoch is None or replay.epoch != epoch:
+            return Replay((), complete=False, epoch=replay.epoch)
+        return replay
 
     async def since(self, user_id: str, offset: int | None) -> Replay:
         """Entries after ``offset`` (all of them for None), in order, and whether the history
         still reaches back to ``offset``: what a live connection that may have missed
         publications since ``offset`` is owed, whatever the epoch."""
-        key = self._keys(user_id)[0]
+        key, epoch_key, _ = self._keys(user_id)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(epoch_key)
                 pipe.xrange(key, count=1)
                 pipe.xrange(key, min="-" if offset is None else f"({offset + 1}-0", max="+")
-                oldest, rows = await pipe.execute()
+                raw_epoch, oldest, rows = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(repr(exc)) from exc
+        epoch = _text(raw_epoch)
         if offset is not None and (not oldest or _id_number(oldest[0][0]) > offset + 1):
-            return Replay((), complete=False)  # the cursor's entry was trimmed away (or lost)
-        return Replay([_entry(row) for row in rows or ()], complete=True)
+            return Replay((), complete=False, epoch=epoch)  # the cursor's entry was trimmed away (or lost)
+        return Replay([_entry(row) for row in rows or ()], complete=True, epoch=epoch)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _id_number(entry_id: bytes | str | None) -> int:

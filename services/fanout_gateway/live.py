@@ -59,9 +59,6 @@ class LiveChannels:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    def __len__(self) -> int:
-        return len(self._confirmed)
-
     async def subscribe(self, user_id: str, timeout: float) -> None:
         """Subscribe to the user's channel (once per user) and wait for Redis to confirm it;
         ``LiveUnavailable`` when it is not confirmed within ``timeout`` (the subscription

@@ -290,20 +290,12 @@ class FanoutServer:
             return
         if replay.complete:
             metrics.RESYNCS.labels("bridged").inc()
-            epoch = await self._epoch_or_none(connection.user_id)
-            connection.go_live(self._pushes(replay.entries, epoch))
+            connection.go_live(self._pushes(replay.entries, replay.epoch))
             return
         metrics.RESYNCS.labels("reset").inc()
         connection.send(json.dumps({"type": "reset", "reason": "history does not reach the last delivery"}))
         latest = await self._latest(connection.user_id)
-        connection.go_live(latest, after=None)
-
-    async def _epoch_or_none(self, user_id: str) -> str | None:
-        try:
-            return await self._history.epoch(user_id)
-        except HistoryUnavailable:
-            metrics.HISTORY_ERRORS.inc()
-            return None
+        connection.go_live(latest)
 
     async def _latest(self, user_id: str) -> list[Push]:
         try:

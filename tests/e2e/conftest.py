@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from circadia.devstack.stack import LocalStack, Ports
+from circadia.devstack.processes import ManagedProcess
+from circadia.devstack.stack import LocalStack, Ports, _inherited_environment
 from tests.conftest import free_port
 
 AUTH_TIMEOUT = 1.5
@@ -40,6 +42,25 @@ def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPat
         yield stack
     finally:
         stack.down()
+
+
+def start_fanout(stack: LocalStack, name: str, port: int, settings: dict[str, str],
+                 timeout: float = 60) -> ManagedProcess:
+    """Another fan-out gateway process beside the stack's, with the stack's settings plus
+    ``settings``; returns once it answers /readyz."""
+    process = ManagedProcess(name, stack.root / "run" / f"{name}.pid", stack.root / "logs" / f"{name}.log")
+    env = {**_inherited_environment(), **stack.environment(), "CIRCADIA_FANOUT_PORT": str(port), **settings}
+    process.start([sys.executable, "-m", "fanout_gateway"], env)
+    deadline = time.monotonic() + timeout
+    while True:
+        assert not process.exited_early(), process.log_tail()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, process.log_tail()
+        time.sleep(0.2)
 
 
 def upload_body(steps: list[int], start: datetime = LATE_EVENING) -> dict:

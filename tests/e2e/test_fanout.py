@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,10 +20,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from circadia.avro import SchemaSet
 from circadia.devstack.processes import ManagedProcess
-from circadia.devstack.stack import LocalStack, _inherited_environment
+from circadia.devstack.stack import LocalStack
 from circadia.topics import PREDICTIONS
 from tests.conftest import free_port
-from tests.e2e.conftest import metric
+from tests.e2e.conftest import metric, start_fanout
 
 SCHEMA = SchemaSet.load()["io.circadia.prediction.Prediction"]
 RUN = uuid.uuid4().hex[:6]
@@ -69,20 +67,8 @@ async def publish(bootstrap: str, user_id: str, count: int = 1, padding: int = 0
 def replica(stack: LocalStack, name: str, **overrides: str) -> Iterator[str]:
     """Another fan-out gateway process beside the stack's; yields its ws URL."""
     port = free_port()
-    process = ManagedProcess(name, stack.root / "run" / f"{name}.pid", stack.root / "logs" / f"{name}.log")
-    env = {**_inherited_environment(), **stack.environment(), "CIRCADIA_FANOUT_PORT": str(port), **overrides}
-    process.start([sys.executable, "-m", "fanout_gateway"], env)
+    process = start_fanout(stack, name, port, overrides, timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert not process.exited_early(), process.log_tail()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, process.log_tail()
-            time.sleep(0.2)
         yield f"ws://127.0.0.1:{port}/v1/stream"
     finally:
         process.stop()

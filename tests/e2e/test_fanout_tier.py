@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 import uuid
 from collections import Counter
@@ -18,16 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import httpx
 from aiokafka import AIOKafkaProducer
 
 from circadia.devstack.processes import ManagedProcess
 from circadia.devstack.redis import LocalRedis
-from circadia.devstack.stack import LocalStack, _inherited_environment
+from circadia.devstack.stack import LocalStack
 from circadia.topics import PREDICTIONS
 from tests.apps import ResumingApp
 from tests.conftest import free_port
-from tests.e2e.conftest import metric
+from tests.e2e.conftest import metric, start_fanout
 from tests.e2e.test_fanout import SCHEMA, prediction, publish, user
 
 PARTITIONS = 6
@@ -65,23 +63,10 @@ class Tier:
 
     def start(self, name: str, port: int | None = None) -> Replica:
         port = port or free_port()
-        process = ManagedProcess(name, self._stack.root / "run" / f"{name}.pid",
-                                 self._stack.root / "logs" / f"{name}.log")
-        env = {**_inherited_environment(), **self._stack.environment(), **self._settings,
-               "CIRCADIA_FANOUT_PORT": str(port), "CIRCADIA_FANOUT_DRAIN_SECONDS": "1",
-               "CIRCADIA_FANOUT_RECONNECT_SPREAD_MS": "300"}
-        process.start([sys.executable, "-m", "fanout_gateway"], env)
+        process = start_fanout(self._stack, name, port, {**self._settings, "CIRCADIA_FANOUT_DRAIN_SECONDS": "1",
+                                                         "CIRCADIA_FANOUT_RECONNECT_SPREAD_MS": "300"})
         replica = self.replicas[name] = Replica(name, port, process)
-        deadline = time.monotonic() + 60
-        while True:
-            assert not process.exited_early(), process.log_tail()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    return replica
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, process.log_tail()
-            time.sleep(0.2)
+        return replica
 
     def live(self) -> list[Replica]:
         return [r for r in self.replicas.values() if r.alive()]
