@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from prediction_worker.science import circadian
 from prediction_worker.science.circadian import (
@@ -17,6 +22,7 @@ from prediction_worker.science.circadian import (
 from prediction_worker.science.series import MinuteSeries, local_days, qualifying_days
 
 DAY = 1440
+FLAT_DAY = "flat average day: M10/L5 onsets and RA are undefined"
 FIRST_LOCAL_DAY = 20_000  # 2024-10-04, any whole day will do
 
 
@@ -121,13 +127,18 @@ def test_constant_input_leaves_stability_and_variability_undefined() -> None:
     assert result["interdaily_stability"] is None and result["intradaily_variability"] is None
     assert "IS and IV" in result["refused"]
     assert result["m10"] == pytest.approx(0.1) and result["l5"] == pytest.approx(0.1)
-    assert result["relative_amplitude"] == pytest.approx(0.0, abs=1e-12)
+    # a constant week is also a flat average day: no onsets, no RA
+    assert result["relative_amplitude"] is None
+    assert result["m10_onset"] is None and result["l5_onset"] is None
+    assert FLAT_DAY in result["refused"]
 
 
 def test_all_zero_input_leaves_relative_amplitude_undefined() -> None:
+    # M10 + L5 = 0 with non-negative counts means every minute is 0: a flat average day
     result = nonparametric(series_at_local_midnight(np.zeros(3 * DAY)))
-    assert result["relative_amplitude"] is None and "M10 + L5 = 0" in result["refused"]
+    assert result["relative_amplitude"] is None and FLAT_DAY in result["refused"]
     assert result["m10"] == 0.0 and result["l5"] == 0.0
+    assert result["m10_onset"] is None and result["l5_onset"] is None
 
 
 # --- M10, L5, RA -------------------------------------------------------------------------------
@@ -353,3 +364,228 @@ def test_window_means_agree_with_summing_each_window_alone(seed: int) -> None:
         expected = int(np.flatnonzero(signed >= best - 1e-12 * max(abs(best), np.finfo(float).tiny))[0])
         extreme = circadian.most_active_window if largest else circadian.least_active_window
         assert extreme(profile, width)[1] == expected
+
+
+# --- extreme magnitudes, finiteness and flat days -----------------------------------------------
+
+LARGEST = sys.float_info.max  # 1.7976931348623157e308, the largest count the gateway accepts
+NPCRA_METRICS = ("interdaily_stability", "intradaily_variability", "m10", "m10_onset", "l5",
+                 "l5_onset", "relative_amplitude")
+COSINOR_METRICS = ("mesor", "amplitude", "acrophase", "acrophase_hours", "r_squared")
+
+
+def reference_npcra(week: np.ndarray) -> dict:
+    """The published formulas written out plainly for whole contiguous days without gaps, summed
+    with math.fsum: IS, IV (m = n − 1), M10, L5 and RA of van Someren et al. (1999)."""
+    days = week.reshape(-1, DAY)
+    hourly = days.reshape(len(days), 24, 60).mean(axis=2)
+    x = hourly.ravel().tolist()
+    n = len(x)
+    mean = math.fsum(x) / n
+    total = math.fsum((v - mean) ** 2 for v in x)
+    hour_means = [math.fsum(hourly[:, h]) / len(days) for h in range(24)]
+    between = math.fsum((m - mean) ** 2 for m in hour_means)
+    diffs = math.fsum((b - a) ** 2 for a, b in zip(x, x[1:], strict=False))
+    profile = days.mean(axis=0)
+    m10 = float(np.max(windows_one_by_one(profile, 600)))
+    l5 = float(np.min(windows_one_by_one(profile, 300)))
+    return {"interdaily_stability": n * between / (24 * total),
+            "intradaily_variability": n * diffs / ((n - 1) * total),
+            "m10": m10, "l5": l5, "relative_amplitude": (m10 - l5) / (m10 + l5)}
+
+
+def reference_cosinor(week: np.ndarray) -> dict:
+    """Closed form of the 24-h cosinor for whole days sampled every minute (Nelson et al. 1979):
+    1, cos and sin are orthogonal over 1440 equally spaced minutes with Σcos² = Σsin² = 720 a day,
+    so M = ȳ, β = 2/N·Σy·cos(ωt), γ = 2/N·Σy·sin(ωt) and SS_model = N·(β² + γ²)/2."""
+    y = week.tolist()
+    n = len(y)
+    angle = 2 * np.pi * (np.arange(n) % DAY) / DAY
+    mesor = math.fsum(y) / n
+    beta = 2 / n * math.fsum(week * np.cos(angle))
+    gamma = 2 / n * math.fsum(week * np.sin(angle))
+    ss_total = math.fsum((v - mesor) ** 2 for v in y)
+    return {"mesor": mesor, "amplitude": math.hypot(beta, gamma),
+            "acrophase_hours": (math.atan2(gamma, beta) * 24 / (2 * math.pi)) % 24,
+            "r_squared": n * (beta**2 + gamma**2) / 2 / ss_total}
+
+
+def regular_week() -> np.ndarray:
+    """Seven whole days of the same shape at day-to-day varying level and gain: IS < 1, R² < 1."""
+    return np.concatenate([repeating_day() * (1 + 0.1 * k) + 5 * k for k in range(7)]).astype(float)
+
+
+def assert_all_floats_finite(result: dict) -> None:
+    for key, value in result.items():
+        assert value is None or not isinstance(value, float) or math.isfinite(value), (key, value)
+    json.dumps(result, allow_nan=False)  # and it is valid JSON
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e300, 1e-300])
+def test_scaling_the_week_scales_only_the_level_metrics(factor: float) -> None:
+    week = regular_week()
+    scaled = week * factor
+    assert np.isfinite(scaled).all() and scaled[scaled > 0].min() > sys.float_info.min  # normal
+    expected, fit = reference_npcra(week), reference_cosinor(week)
+    assert 0.5 < expected["interdaily_stability"] < 0.99 and 0.1 < fit["r_squared"] < 0.99
+    result = nonparametric(series_at_local_midnight(scaled, offset=90))
+    rhythm = cosinor(series_at_local_midnight(scaled, offset=90))
+    assert result["refused"] is None and rhythm["refused"] is None
+    for key in ("interdaily_stability", "intradaily_variability", "relative_amplitude"):
+        assert result[key] == pytest.approx(expected[key], rel=1e-9), key
+    for key in ("m10", "l5"):
+        assert result[key] == pytest.approx(expected[key] * factor, rel=1e-9), key
+    assert rhythm["r_squared"] == pytest.approx(fit["r_squared"], rel=1e-9)
+    assert rhythm["acrophase_hours"] == pytest.approx(fit["acrophase_hours"], rel=1e-9)
+    assert rhythm["mesor"] == pytest.approx(fit["mesor"] * factor, rel=1e-9)
+    assert rhythm["amplitude"] == pytest.approx(fit["amplitude"] * factor, rel=1e-9)
+    unscaled = nonparametric(series_at_local_midnight(week, offset=90))
+    assert (result["m10_onset"], result["l5_onset"]) == (unscaled["m10_onset"], unscaled["l5_onset"])
+    assert rhythm["acrophase"] == cosinor(series_at_local_midnight(week, offset=90))["acrophase"]
+
+
+def test_a_week_of_the_largest_accepted_count_has_finite_metrics() -> None:
+    # LARGEST from 08:00 to 18:00 and 0 elsewhere, seven days; every square and sum of these
+    # overflows. Per hour x is LARGEST·u with u ∈ {0, 1}, 10 of 24 hours at 1 (p = 10/24):
+    # IS = 1; Σ(x − x̄)² = n·LARGEST²·p(1 − p) and Σdiff² = 14·LARGEST² (two steps a day, none at
+    # midnight), so IV = 14 / ((n − 1)·p(1 − p)) with n = 168; M10 = LARGEST, L5 = 0, RA = 1.
+    unit_day = profile_day([(8, 18, 1.0)], base=0.0)
+    week = np.tile(unit_day * LARGEST, 7)
+    p = 10 / 24
+    result = nonparametric(series_at_local_midnight(week))
+    assert_all_floats_finite(result)
+    assert result["refused"] is None
+    assert result["interdaily_stability"] == pytest.approx(1.0, rel=1e-12)
+    assert result["intradaily_variability"] == pytest.approx(14 / (167 * p * (1 - p)), rel=1e-12)
+    assert result["m10"] == pytest.approx(LARGEST, rel=1e-12) and result["m10_onset"] == "08:00"
+    assert result["l5"] == 0.0 and result["l5_onset"] == "00:00"
+    assert result["relative_amplitude"] == pytest.approx(1.0, rel=1e-12)
+    # cosinor of the same week: the closed form on the 0/1 pattern, level metrics times LARGEST
+    rhythm = cosinor(series_at_local_midnight(week))
+    fit = reference_cosinor(np.tile(unit_day, 7))
+    assert_all_floats_finite(rhythm)
+    assert rhythm["refused"] is None
+    assert rhythm["mesor"] == pytest.approx(p * LARGEST, rel=1e-9)
+    assert rhythm["amplitude"] == pytest.approx(fit["amplitude"] * LARGEST, rel=1e-9)
+    assert rhythm["acrophase_hours"] == pytest.approx(fit["acrophase_hours"], rel=1e-9)
+    assert rhythm["r_squared"] == pytest.approx(fit["r_squared"], rel=1e-9)
+
+
+def test_the_largest_count_in_scattered_minutes_gives_finite_or_refused_metrics() -> None:
+    rng = np.random.default_rng(308)
+    unit = (rng.random(7 * DAY) < 0.3).astype(float)
+    week = unit * LARGEST
+    week[rng.random(week.size) < 0.05] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow along the way either
+        result = nonparametric(series_at_local_midnight(week))
+        rhythm = cosinor(series_at_local_midnight(week))
+    for block, metrics in ((result, NPCRA_METRICS), (rhythm, COSINOR_METRICS)):
+        assert_all_floats_finite(block)
+        assert all(block[key] is not None for key in metrics) or block["refused"]
+    assert result["m10"] <= LARGEST and 0.0 <= result["l5"] <= result["m10"]
+    assert 0.0 <= result["relative_amplitude"] <= 1.0
+
+
+def test_an_amplitude_beyond_the_float_range_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No fit to counts in [0, LARGEST] is known to reach it; force one: at the scale 2^1023 of a
+    # week at LARGEST, a scaled amplitude of 2 is 2^1024, past the largest float.
+    week = np.tile(profile_day([(8, 18, LARGEST)], base=0.0), 2)
+    monkeypatch.setattr(np.linalg, "lstsq", lambda *args, **kwargs: (np.array([0.5, 2.0, 0.0]),))
+    rhythm = cosinor(series_at_local_midnight(week))
+    assert rhythm["amplitude"] is None and rhythm["refused"] == "amplitude exceeds the float range"
+    assert rhythm["mesor"] == 0.5 * 2.0**1023 and rhythm["acrophase"] == "00:00"
+
+
+def test_a_non_finite_value_is_never_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    week = np.tile(repeating_day(), 3).astype(float)
+    monkeypatch.setattr(np.linalg, "lstsq", lambda *args, **kwargs: (np.array([np.nan, 1.0, 0.0]),))
+    rhythm = cosinor(series_at_local_midnight(week))
+    assert_all_floats_finite(rhythm)
+    assert rhythm["mesor"] is None and rhythm["r_squared"] is None
+    assert rhythm["refused"] == "non-finite result for mesor; non-finite result for r_squared"
+    monkeypatch.setattr(circadian, "intradaily_variability", lambda hourly: math.inf)
+    result = nonparametric(series_at_local_midnight(week))
+    assert_all_floats_finite(result)
+    assert result["intradaily_variability"] is None
+    assert result["refused"] == "non-finite result for intradaily_variability"
+
+
+def test_a_flat_week_has_no_onsets_and_no_relative_amplitude() -> None:
+    result = nonparametric(series_at_local_midnight(np.full(7 * DAY, 37.3)))
+    assert result["m10"] == pytest.approx(37.3, rel=1e-12) and result["l5"] == pytest.approx(37.3, rel=1e-12)
+    assert result["m10_onset"] is None and result["l5_onset"] is None
+    assert result["relative_amplitude"] is None
+    assert result["interdaily_stability"] is None and result["intradaily_variability"] is None
+    assert result["refused"] == ("constant input: IS and IV are undefined (zero variance); " + FLAT_DAY)
+    at_the_top = nonparametric(series_at_local_midnight(np.full(7 * DAY, LARGEST)))
+    assert at_the_top["m10"] == pytest.approx(LARGEST, rel=1e-12) and FLAT_DAY in at_the_top["refused"]
+    assert_all_floats_finite(at_the_top)
+
+
+def test_days_each_constant_but_different_have_zero_stability_and_a_flat_average_day() -> None:
+    # Day k is constant at c_k. Every hour's mean over the days is c̄, so Σ_h(x̄_h − x̄)² = 0 and
+    # IS = 0 exactly. Only the six midnights change level: IV = n·Σ(c_{k+1} − c_k)² / ((n − 1)·
+    # 24·Σ(c_k − c̄)²) with n = 168. The average day is c̄ at every minute: flat.
+    levels = [0.1, 5.3, 2.7, 40.0, 0.0, 13.9, 7.7]
+    week = np.repeat(levels, DAY)
+    mean = math.fsum(levels) / 7
+    expected_iv = 168 * math.fsum((b - a) ** 2 for a, b in zip(levels, levels[1:], strict=False)) / (
+        167 * 24 * math.fsum((c - mean) ** 2 for c in levels))
+    result = nonparametric(series_at_local_midnight(week, offset=-240))
+    assert result["interdaily_stability"] == 0.0
+    assert result["intradaily_variability"] == pytest.approx(expected_iv, rel=1e-12)
+    assert result["m10"] == pytest.approx(mean, rel=1e-12) and result["l5"] == pytest.approx(mean, rel=1e-12)
+    assert result["m10_onset"] is None and result["l5_onset"] is None
+    assert result["relative_amplitude"] is None and result["refused"] == FLAT_DAY
+
+
+def test_an_average_day_repeating_every_hour_is_flat() -> None:
+    # Not constant, but every 10-h and 5-h window holds whole hours of the same pattern, so
+    # M10 == L5 and no window is most or least active; the hourly means are constant too.
+    day = 10.0 + np.arange(DAY) % 60
+    result = nonparametric(series_at_local_midnight(np.tile(day, 3)))
+    assert result["m10"] == pytest.approx(39.5, rel=1e-12) and result["l5"] == pytest.approx(39.5, rel=1e-12)
+    assert result["m10_onset"] is None and result["l5_onset"] is None
+    assert result["relative_amplitude"] is None and FLAT_DAY in result["refused"]
+
+
+EXTREMES = [0.0, 1.0, 400.0, 1e-300, 5e-324, sys.float_info.min, 1e154, 1e300, 1e308, LARGEST / 3,
+            LARGEST]
+finite_counts = st.one_of(st.sampled_from(EXTREMES), st.floats(min_value=0.0, max_value=LARGEST))
+
+
+@st.composite
+def minute_weeks(draw: st.DrawFn) -> tuple[np.ndarray, int]:
+    """2-5 days of hour blocks (sometimes all one level) overlaid with scattered minute values,
+    huge, tiny or NaN (missing); the days may or may not qualify."""
+    n_days = draw(st.integers(2, 5))
+    if draw(st.booleans()):
+        hours = [draw(finite_counts)] * (n_days * 24)
+    else:
+        hours = draw(st.lists(st.one_of(finite_counts, st.just(math.nan)), min_size=n_days * 24,
+                              max_size=n_days * 24))
+    values = np.repeat(np.asarray(hours, dtype=float), 60)
+    minutes = draw(st.lists(st.tuples(st.integers(0, values.size - 1),
+                                      st.one_of(finite_counts, st.just(math.nan))), max_size=300))
+    for index, value in minutes:
+        values[index] = value
+    if draw(st.booleans()):
+        values[draw(st.integers(0, values.size - 1))::draw(st.integers(2, 9))] = math.nan
+    return values, draw(st.integers(-14, 14)) * 60
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(minute_weeks())
+def test_every_float_of_both_analyses_is_finite_or_none(week: tuple[np.ndarray, int]) -> None:
+    values, offset = week
+    series = series_at_local_midnight(values, offset=offset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow on the way would be a warning
+        result, rhythm = nonparametric(series), cosinor(series)
+    for block, metrics in ((result, NPCRA_METRICS), (rhythm, COSINOR_METRICS)):
+        assert_all_floats_finite(block)
+        # a metric is left out exactly when ``refused`` says why
+        missing = [key for key in metrics if block[key] is None]
+        assert bool(missing) == (block["refused"] is not None), (missing, block["refused"])
+        assert block["refused"] is None or (isinstance(block["refused"], str) and block["refused"])
