@@ -231,6 +231,79 @@ def test_missing_tensor_in_keras3_weights_file_is_named(unpacked: Path, tmp_path
         load_encoder(path)
 
 
+def write_tf_keras_weights(unpacked: Path, target: Path) -> Path:
+    """The Keras 3 ``.weights.h5`` fixture respelt as tf_keras 2.x writes it: its saving_lib names a child layer
+    by the attribute holding it, so MultiHeadAttention's projections get a leading underscore."""
+    shutil.copy(unpacked / "pat_s_keras3.weights.h5", target)
+    with h5py.File(target, "a") as f:
+        attention = f["layers/functional/layers/multi_head_attention"]
+        for child in ("query_dense", "key_dense", "value_dense", "output_dense"):
+            attention.move(child, f"_{child}")
+    return target
+
+
+def test_tf_keras_weights_layout(unpacked: Path, reference: dict[str, np.ndarray], tmp_path: Path) -> None:
+    keras3_path = unpacked / "pat_s_keras3.weights.h5"
+    path = write_tf_keras_weights(unpacked, tmp_path / "pat_s_tf_keras.weights.h5")
+    with h5py.File(path) as f:
+        assert f["layers/functional/layers/multi_head_attention/_query_dense/vars/0"].shape == (96, 6, 96)
+        assert "layers/functional/layers/multi_head_attention/query_dense" not in f
+    keras3, _ = read_encoder_tensors(keras3_path)
+    tensors, layout = read_encoder_tensors(path)
+    assert layout == "tf_keras 2.x weights (.weights.h5)"
+    assert tensors.keys() == keras3.keys()
+    for name in keras3:
+        np.testing.assert_array_equal(tensors[name], keras3[name], err_msg=name)
+    encoder = load_encoder(path)
+    assert encoder.model_id == "PAT-S" and encoder.weights_sha256 == file_sha256(path)
+    x = reference["inputs"]
+    np.testing.assert_array_equal(encoder.embed(x), load_encoder(keras3_path).embed(x))
+
+
+def test_missing_tensor_in_tf_keras_weights_file_names_both_spellings(unpacked: Path, tmp_path: Path) -> None:
+    path = write_tf_keras_weights(unpacked, tmp_path / "broken.weights.h5")
+    with h5py.File(path, "a") as f:
+        del f["layers/functional/layers/multi_head_attention/_key_dense/vars/1"]
+    g = "/layers/functional/layers/multi_head_attention"
+    with pytest.raises(PatWeightsError) as error:
+        load_encoder(path)
+    message = str(error.value)
+    assert "(tf_keras 2.x weights (.weights.h5)) lacks 1 tensor(s)" in message
+    assert f"encoder_layer_1_attention/key/bias (at {g}/key_dense/vars/1 or {g}/_key_dense/vars/1)" in message
+
+
+def test_non_finite_weights_are_refused_naming_each_tensor(unpacked: Path, tmp_path: Path) -> None:
+    path = tmp_path / "non_finite.h5"
+    shutil.copy(unpacked / "pat_s.h5", path)
+    layer = "model_weights/encoder_layer_1_transformer/encoder_layer_1_"
+    with h5py.File(path, "a") as f:
+        bias = f[f"{layer}ff1/bias:0"]
+        bias[3], bias[7] = np.nan, np.inf
+        gamma = f[f"{layer}norm2/gamma:0"]
+        gamma[0] = -np.inf
+        # stored as float64, beyond float32's range: ±inf once read as float32
+        del f["model_weights/dense/dense/bias:0"]
+        f["model_weights/dense/dense/bias:0"] = np.r_[1e39, np.zeros(95)]
+    with pytest.raises(PatWeightsError) as error:
+        load_encoder(path)
+    message = str(error.value)
+    assert "(Keras 2 full model) has non-finite weights in 3 tensor(s)" in message
+    assert "encoder_layer_1_ff1/bias (2 of 256 values non-finite: 1 NaN, 1 ±inf)" in message
+    assert "encoder_layer_1_norm2/gamma (1 of 96 values non-finite: 0 NaN, 1 ±inf)" in message
+    assert "dense/bias (1 of 96 values non-finite: 0 NaN, 1 ±inf)" in message
+    with pytest.raises(PatWeightsError, match="non-finite weights"):
+        read_encoder_tensors(path)
+
+
+def test_non_finite_weights_in_a_weights_h5_file_are_refused(unpacked: Path, tmp_path: Path) -> None:
+    path = write_tf_keras_weights(unpacked, tmp_path / "nan.weights.h5")
+    with h5py.File(path, "a") as f:
+        f["layers/functional/layers/multi_head_attention/_value_dense/vars/0"][0, 0, :5] = np.nan
+    with pytest.raises(PatWeightsError, match=re.escape(
+            "encoder_layer_1_attention/value/kernel (5 of 55296 values non-finite: 5 NaN, 0 ±inf)")):
+        load_encoder(path)
+
+
 def test_wrong_shapes_and_sizes_are_refused(unpacked: Path, tmp_path: Path) -> None:
     with pytest.raises(PatWeightsError, match="does not match the weights"):
         load_encoder(unpacked / "pat_s.h5", model_id="PAT-L")
@@ -304,6 +377,70 @@ def test_normalisation_methods_and_their_names(tmp_path: Path) -> None:
         PopulationStats(mean=np.zeros(10), sd=np.ones(10), source="-")
 
 
+def test_per_sequence_zscore_of_any_finite_week_is_finite() -> None:
+    rng = np.random.default_rng(4)
+    ordinary = rng.gamma(0.5, 300.0, size=(2, 10_080))
+    # dividing by a power of two is exact: ordinary weeks give the plain formula's values bit for bit
+    plain = (ordinary - ordinary.mean(axis=1, keepdims=True)) / ordinary.std(axis=1, keepdims=True)
+    np.testing.assert_array_equal(normalise(ordinary, "per-sequence-zscore"), plain.astype(np.float32))
+    largest = np.finfo(np.float64).max
+    spiky = rng.gamma(0.5, 300.0, size=10_080)
+    spiky[::1000] = largest
+    weeks = np.stack([np.full(10_080, 1e308), np.where(np.arange(10_080) % 2, 1e308, 0.0),
+                      np.full(10_080, largest), spiky, -spiky, np.full(10_080, 5e-324), np.full(10_080, 0.1)])
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # no inf or NaN on the way
+        z = normalise(weeks, "per-sequence-zscore")
+    assert np.isfinite(z).all() and np.abs(z).max() < np.sqrt(10_080)
+    np.testing.assert_array_equal(z[[0, 2, 5, 6]], 0.0)  # constant weeks: zeros, even where the mean rounds
+    np.testing.assert_array_equal(np.abs(z[1]), 1.0)  # two values, equally often: ±1
+    np.testing.assert_array_equal(z[4], -z[3])
+
+
+def test_normalisation_refuses_what_it_cannot_make_finite() -> None:
+    huge = np.full((1, 10_080), 1e308)
+    with pytest.raises(ValueError, match=re.escape("normalisation 'none' leaves 10080 of 10080 value(s) beyond "
+                                                   "float32's range")):
+        normalise(huge, "none")
+    stats = PopulationStats(mean=np.zeros(10_080), sd=np.full(10_080, 0.5), source="-")
+    with pytest.raises(ValueError, match="normalisation 'population' leaves 10080 of 10080 value"):
+        normalise(huge, "population", stats)
+    holes = np.zeros((1, 10_080))
+    holes[0, :3] = [np.nan, np.inf, -np.inf]
+    for method in NORMALISATIONS:
+        with pytest.raises(ValueError, match="input has 3 NaN or infinite value"):
+            normalise(holes, method, stats)
+
+
+@pytest.mark.parametrize(("mean", "sd", "message"), [
+    ({0: np.nan, 9: np.nan}, {}, "mean (2 of 10080 values non-finite: 2 NaN, 0 ±inf)"),
+    ({}, {5: np.inf}, "sd (1 of 10080 values non-finite: 0 NaN, 1 ±inf)"),
+    ({}, {17: 0.0, 20: -1.0}, "sd (2 of 10080 values <= 0, the first at minute-of-week 17; an SD must be positive)"),
+    ({1: -np.inf}, {2: 0.0}, "mean (1 of 10080 values non-finite: 0 NaN, 1 ±inf); sd (1 of 10080 values <= 0"),
+])
+def test_population_stats_must_be_finite_with_positive_sds(
+        tmp_path: Path, mean: dict[int, float], sd: dict[int, float], message: str) -> None:
+    arrays = {"mean": np.full(10_080, 20.0), "sd": np.full(10_080, 4.0)}
+    for name, changes in (("mean", mean), ("sd", sd)):
+        for index, value in changes.items():
+            arrays[name][index] = value
+    np.savez(tmp_path / "population.npz", **arrays)
+    with pytest.raises(PatWeightsError, match="population statistics refused: " + re.escape(message)):
+        load_population_stats(tmp_path / "population.npz")
+
+
+def test_population_stats_built_directly_must_be_finite() -> None:
+    mean = np.zeros(10_080)
+    mean[[3, 4]] = [np.nan, np.inf]
+    with pytest.raises(ValueError, match="population mean must be 10080 finite values, 2 are NaN or ±inf"):
+        PopulationStats(mean=mean, sd=np.ones(10_080), source="-")
+
+
+def test_population_stats_file_lacking_an_array(tmp_path: Path) -> None:
+    np.savez(tmp_path / "population.npz", mean=np.zeros(10_080))
+    with pytest.raises(PatWeightsError, match="lacks array\\(s\\): sd"):
+        load_population_stats(tmp_path / "population.npz")
+
+
 # --- trained heads ---------------------------------------------------------------------------------------
 
 def write_head(folder: Path, **meta_overrides: object) -> Path:
@@ -357,6 +494,23 @@ def test_head_with_wrong_hash_is_refused(tmp_path: Path) -> None:
 def test_head_with_incomplete_metadata_is_refused(tmp_path: Path, override: dict, message: str) -> None:
     with pytest.raises(HeadRefused, match=re.escape(message)):
         load_head(write_head(tmp_path, **override))
+
+
+def test_head_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
+    path = write_head(tmp_path)
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data}
+    arrays["hidden/kernel"][0, :4] = np.nan
+    arrays["output/bias"] = np.array([1e39])  # float64 beyond float32's range: inf as float32
+    np.savez(path, **arrays)
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps(json.loads(sidecar.read_text()) | {"sha256": file_sha256(path)}))
+    with pytest.raises(HeadRefused) as error:
+        load_head(path)
+    message = str(error.value)
+    assert "non-finite head weights in 2 array(s)" in message
+    assert "hidden/kernel (4 of 12288 values non-finite: 4 NaN, 0 ±inf)" in message
+    assert "output/bias (1 of 1 values non-finite: 0 NaN, 1 ±inf)" in message
 
 
 def test_head_for_another_encoder_is_refused(tmp_path: Path) -> None:

@@ -280,8 +280,11 @@ class PopulationStats:
     def __post_init__(self) -> None:
         for name in ("mean", "sd"):
             value = getattr(self, name)
-            if value.shape != (SEQUENCE_MINUTES,) or not np.isfinite(value).all():
+            if value.shape != (SEQUENCE_MINUTES,):
                 raise ValueError(f"population {name} must be {SEQUENCE_MINUTES} finite values, got {value.shape}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"population {name} must be {SEQUENCE_MINUTES} finite values, "
+                                 f"{np.count_nonzero(~np.isfinite(value))} are NaN or ±inf")
         if (self.sd < 0).any():
             raise ValueError("population SDs must not be negative")
 
@@ -296,21 +299,58 @@ def normalisation_label(method: str, population: PopulationStats | None = None) 
 
 
 def normalise(x: np.ndarray, method: str, population: PopulationStats | None = None) -> np.ndarray:
-    """(batch, 10080) raw minute values → float32 input for the encoder, by the named ``method``.
+    """(batch, 10080) raw minute values → finite float32 input for the encoder, by the named ``method``.
 
-    A zero SD (a constant week, or a minute with no spread in the population) divides by 1, as sklearn's
-    StandardScaler does, so a constant week becomes zeros.
+    Finite input gives finite output, or a ValueError saying why it cannot: with ``per-sequence-zscore``
+    always (see ``zscore_rows``); with ``none`` and ``population`` when a result exceeds float32's range.
+    NaN or ±inf in the input is refused. A constant week becomes zeros (``zscore_rows``); a minute with no
+    spread in the population (which ``load_population_stats`` refuses) divides by 1, as sklearn's
+    StandardScaler does.
     """
     normalisation_label(method)  # rejects unknown methods
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != SEQUENCE_MINUTES:
         raise ValueError(f"expected shape (batch, {SEQUENCE_MINUTES}), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"input has {np.count_nonzero(~np.isfinite(x))} NaN or infinite value(s); "
+                         f"fill or reject missing minutes first")
     if method == "none":
-        return x.astype(np.float32)
+        return _encoder_input(x, method)
     if method == "per-sequence-zscore":
-        mean, sd = x.mean(axis=1, keepdims=True), x.std(axis=1, keepdims=True)
-    else:
-        if population is None:
-            raise ValueError("normalisation 'population' needs PopulationStats (10,080 means and SDs)")
-        mean, sd = population.mean[None, :], population.sd[None, :]
-    return ((x - mean) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+        return _encoder_input(zscore_rows(x), method)
+    if population is None:
+        raise ValueError("normalisation 'population' needs PopulationStats (10,080 means and SDs)")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes ±inf, refused below
+        z = (x - population.mean[None, :]) / np.where(population.sd > 0, population.sd, 1.0)[None, :]
+    return _encoder_input(z, method)
+
+
+def zscore_rows(x: np.ndarray) -> np.ndarray:
+    """Each row of finite float64 ``x`` minus its mean, over its SD; always finite.
+
+    The mean and SD of values near float64's limit overflow (10,080 counts of 1e308 sum to inf), so each row
+    is first divided by 2**e, the power of two just above its largest magnitude. A power of two changes only
+    the exponent, and a z-score is scale-invariant: the result is bit for bit the unscaled formula's wherever
+    that neither overflows nor underflows, and |z| stays below sqrt(10,080) ≈ 100 everywhere.
+
+    A week whose SD is within the rounding error of its mean (10,080 · float64 eps of its largest magnitude)
+    is constant to float64 precision and becomes zeros, as one whose SD is exactly 0 does (a week of 0.1 has
+    a computed SD of 3e-17, and dividing by it would make it all ones).
+    """
+    _, exponent = np.frexp(np.abs(x).max(axis=1, keepdims=True))
+    scaled = np.ldexp(x, -exponent)  # |scaled| < 1
+    mean, sd = scaled.mean(axis=1, keepdims=True), scaled.std(axis=1, keepdims=True)
+    rounding = x.shape[1] * np.finfo(np.float64).eps * np.abs(scaled).max(axis=1, keepdims=True)
+    spread = sd > rounding
+    return np.where(spread, (scaled - mean) / np.where(spread, sd, 1.0), 0.0)
+
+
+def _encoder_input(z: np.ndarray, method: str) -> np.ndarray:
+    """``z`` as float32, refused when a value is not finite there (beyond float32's ±3.4e38)."""
+    with np.errstate(over="ignore"):
+        out = z.astype(np.float32)
+    bad = np.count_nonzero(~np.isfinite(out))
+    if bad:
+        raise ValueError(f"normalisation {method!r} leaves {bad} of {out.size} value(s) beyond float32's range "
+                         f"(±{np.finfo(np.float32).max:.2g}); the encoder cannot take them")
+    return out

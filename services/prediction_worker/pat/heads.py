@@ -5,7 +5,7 @@ The paper's head is GlobalAveragePooling1D → Dropout → Dense(128, relu) → 
 only way to a score is ``load_head``: an ``.npz`` of the two Dense layers plus a JSON sidecar of the same stem
 (``depression.npz`` + ``depression.json``) stating the task, the training data, the AUC, the encoder model id
 and the sha256 of the ``.npz``. A head whose sidecar is missing, incomplete or whose hash does not match is
-refused.
+refused, as is one whose arrays are not all finite (NaN, ±inf, or beyond float32's range).
 
 npz arrays: ``hidden/kernel`` (96, 128), ``hidden/bias`` (128,), ``output/kernel`` (128, 1), ``output/bias`` (1,).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .encoder import EMBED_DIM
-from .weights import file_sha256
+from .weights import as_float32, file_sha256, non_finite
 
 HIDDEN_UNITS = 128
 REQUIRED_METADATA = ("task", "training_data", "auc", "model_id", "sha256")
@@ -51,7 +51,10 @@ class TrainedHead:
                 "model_id": self.model_id, "head_sha256": self.sha256}
 
     def score(self, embedding: np.ndarray) -> float:
-        """Sigmoid output for one (96,) embedding."""
+        """Sigmoid output for one finite (96,) embedding.
+
+        NaN if the float32 arithmetic overflows (weights far beyond a trained head's): callers check it.
+        """
         e = np.asarray(embedding, dtype=np.float32)
         if e.shape != (EMBED_DIM,) or not np.isfinite(e).all():
             raise ValueError(f"expected one finite embedding of shape ({EMBED_DIM},), got {e.shape}")
@@ -93,11 +96,14 @@ def load_head(path: str | Path, *, model_id: str | None = None) -> TrainedHead:
     if model_id is not None and meta["model_id"] != model_id:
         raise HeadRefused(f"{path}: trained on {meta['model_id']} embeddings, not {model_id}")
     with np.load(path, allow_pickle=False) as data:
-        arrays = {name: np.asarray(data[name], dtype=np.float32) for name in _SHAPES if name in data}
+        arrays = {name: as_float32(data[name]) for name in _SHAPES if name in data}
     wrong = [f"{name} {arrays[name].shape if name in arrays else 'missing'} (expected {shape})"
              for name, shape in _SHAPES.items() if name not in arrays or arrays[name].shape != shape]
-    if wrong or not all(np.isfinite(a).all() for a in arrays.values()):
-        raise HeadRefused(f"{path}: bad head arrays: {'; '.join(wrong) or 'non-finite values'}")
+    if wrong:
+        raise HeadRefused(f"{path}: bad head arrays: {'; '.join(wrong)}")
+    bad = non_finite(arrays)
+    if bad:
+        raise HeadRefused(f"{path}: non-finite head weights in {len(bad)} array(s): {'; '.join(bad)}")
     return TrainedHead(task=meta["task"], training_data=meta["training_data"], auc=float(meta["auc"]),
                        model_id=meta["model_id"], sha256=actual,
                        hidden_kernel=arrays["hidden/kernel"], hidden_bias=arrays["hidden/bias"],
