@@ -75,6 +75,8 @@ Kind = Literal["small", "backlog", "sleep", "radar", "prefill", "max"]
 ONGOING_KINDS: tuple[Kind, ...] = ("small", "sleep", "backlog", "radar")
 PROFILES = ("watch", "band", "radar")
 DEVICES = {"watch": ("Watch7,1", "watchOS 11.2"), "band": ("Band 2", "BandOS 4.1"), "radar": ("Pixel 8", "Android 15")}
+# the band's counts are ActiGraph-compatible (what Cole–Kripke sleep scoring was validated on)
+COUNT_CLASSES = {"band": "actigraph"}
 DAY = 1440  # minutes
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DESCRIBE_NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # describe() draws at a fixed instant
@@ -137,6 +139,13 @@ class _Now(NamedTuple):
     minute: int  # epoch minutes, floored: no sample ends later
     earliest: int  # epoch minute: no sample starts earlier
 
+
+
+def _device(name: str, profile: str, model: str, system: str) -> dict[str, str]:
+    device = {"id": f"{name}-{profile}", "model": model, "os": system}
+    if profile in COUNT_CLASSES:
+        device["activity_counts"] = COUNT_CLASSES[profile]
+    return device
 
 @dataclass(slots=True, eq=False)
 class _User:
@@ -358,7 +367,7 @@ class TrafficModel:
         traits = random.Random(f"{self.seed}:{name}:traits")
         model, system = DEVICES[profile]
         user = _User(name=name, profile=profile, series=3 if profile == "band" else 2, offset=offset,
-                     suffix=_offset_text(offset), device={"id": f"{name}-{profile}", "model": model, "os": system},
+                     suffix=_offset_text(offset), device=_device(name, profile, model, system),
                      plan=plan, typical_s=typical, rest_hr=traits.uniform(56, 70), cadence=traits.uniform(95, 118),
                      activity=traits.uniform(0.6, 1.4), salt=traits.getrandbits(32), start=start,
                      cursor=start * 60 if profile == "radar" else start)

@@ -65,7 +65,8 @@ from circadia.logs import JsonFormatter  # noqa: E402
 from ingest_gateway.models import UploadRequest, ValidationRules  # noqa: E402
 from prediction_worker import daily  # noqa: E402
 from prediction_worker.app import PREDICTION_SCHEMA, UPLOAD_SCHEMA  # noqa: E402
-from prediction_worker.results import ModelOutcome, build_prediction, movement_series, week_blocks  # noqa: E402
+from prediction_worker.inputs import movement  # noqa: E402
+from prediction_worker.results import ModelOutcome, build_prediction, week_blocks  # noqa: E402
 from prediction_worker.science.circadian import cosinor, nonparametric  # noqa: E402
 from prediction_worker.science.series import MinuteSeries  # noqa: E402
 from prediction_worker.science.sleep import StageInterval, cole_kripke, sleep_nights  # noqa: E402
@@ -92,7 +93,8 @@ STAGES: tuple[tuple[str, str, bool], ...] = (
 # the week's blocks, recomputed (not in the per-upload total: (e) weighs them by how often they are)
 WEEK_STAGES: tuple[tuple[str, str, bool], ...] = (
     ("week", "week_blocks, recomputed (whole)", False),
-    ("merge", "merge devices (movement)", True),
+    ("merge", "merge devices, non-wear, valid days (inputs.movement)", True),
+    ("input", "choose the rhythm input", True),
     ("npcra", "circadian: nonparametric", True),
     ("cosinor", "cosinor", True),
     ("cole_kripke", "scored_sleep: Cole-Kripke", True),
@@ -210,15 +212,17 @@ def metric_blocks(window: UserWindow, out: dict[str, float]) -> None:
     """The blocks of week_blocks and build_prediction, each called alone as they call them
     (without the guard)."""
     def merge() -> tuple[Any, ...]:
-        steps, activity = window.movement("step_count"), window.movement("activity_count")
-        return steps, activity, movement_series(window)
+        steps, moved = window.movement("step_count"), movement(window)
+        activity = moved.activity if moved.activity is not None else np.full(steps.size, np.nan)
+        return steps, activity, moved
 
-    (steps, activity, series), out["merge"] = timed(merge)
+    (steps, activity, moved), out["merge"] = timed(merge)  # with non-wear and the valid-day rule
+    series, out["input"] = timed(moved.rhythm_series)
     total, weight = window.heart_rate()
     out["npcra"] = timed(lambda: nonparametric(series))[1] if series is not None else 0.0
     out["cosinor"] = timed(lambda: cosinor(series))[1] if series is not None else 0.0
-    if window.has("activity_count"):
-        counts = MinuteSeries(start_minute=window.start_minute, values=activity,
+    if moved.scorable_activity is not None:
+        counts = MinuteSeries(start_minute=window.start_minute, values=moved.scorable_activity,
                               utc_offset_minutes=window.utc_offset_minutes, input="activity_count")
         out["cole_kripke"] = timed(lambda: cole_kripke(counts))[1]
     else:
@@ -226,7 +230,7 @@ def metric_blocks(window: UserWindow, out: dict[str, float]) -> None:
     out["nights"] = timed(lambda: sleep_nights([
         StageInterval(iv.start_ms, iv.end_ms, iv.stage, iv.utc_offset_minutes) for iv in window.sleep]))[1]
     out["daily"] = timed(lambda: daily.daily_activity(
-        window.start_minute, window.utc_offset_minutes, steps, activity, total, weight))[1]
+        window.start_minute, window.utc_offset_minutes, steps, activity, total, weight, moved.days))[1]
 
 
 def worker_logger() -> tuple[logging.Logger, io.StringIO]:

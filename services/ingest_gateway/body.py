@@ -195,7 +195,10 @@ def _from_avro(raw: bytes, schema: AvroSchema) -> dict[str, Any]:
             "value": sample["stage"] if sleep else sample["value"],
             "unit": sample["unit"],
         })
-    upload = {"upload_id": str(record["upload_id"]), "device": record["device"], "samples": samples}
+    device = dict(record["device"])
+    if device.get("activity_counts") == "UNKNOWN":  # Avro's fallback symbol is the API's "unknown"
+        device["activity_counts"] = "unknown"
+    upload = {"upload_id": str(record["upload_id"]), "device": device, "samples": samples}
     if record["user_id"] is not None:
         upload["user_id"] = record["user_id"]
     return upload

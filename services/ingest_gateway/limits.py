@@ -33,9 +33,10 @@ def _text_bytes(chars: int) -> int:
 
 
 # Everything of a HealthUpload but its samples: upload_id, user_id, received_at, the device's
-# three fields, and the samples array's block count and terminator.
+# three texts and its count class (an enum index of one byte), and the samples array's block count
+# and terminator.
 RECORD_FIXED_BYTES = (_text_bytes(UUID_CHARS) + _text_bytes(MAX_SUBJECT_LENGTH) + MAX_VARINT
-                      + 3 * _text_bytes(MAX_TEXT_CHARS) + MAX_VARINT + 1)
+                      + 3 * _text_bytes(MAX_TEXT_CHARS) + 1 + MAX_VARINT + 1)
 # The record's Kafka headers (schema name and fingerprint, content type, upload id, the
 # idempotency mark, traceparent and tracestate) with room to spare.
 HEADERS_BYTES = 2048

@@ -96,12 +96,25 @@ def _rules(info: ValidationInfo) -> ValidationRules:
     return context if isinstance(context, ValidationRules) else ValidationRules()
 
 
+# Which activity counts a device sends: Cole–Kripke sleep scoring runs only on ActiGraph-compatible counts
+ActivityCountClass = Literal["unknown", "actigraph", "vendor"]
+
+
+def _avro_class(kind: str) -> str:
+    """The Avro symbol of a count class: the API's "unknown" is the schema's fallback "UNKNOWN"."""
+    return "UNKNOWN" if kind == "unknown" else kind
+
+
 class Device(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Text
     model: Text
     os: Text
+    activity_counts: ActivityCountClass = Field(
+        "unknown", description="Which activity counts the device sends: 'actigraph' (ActiGraph-compatible "
+                               "counts, what Cole–Kripke sleep scoring was validated on), 'vendor' (the "
+                               "vendor's own counts) or 'unknown' (the default).")
 
 
 class Sample(BaseModel):
@@ -219,7 +232,10 @@ class UploadRequest(BaseModel):
         One line per sample; its fields come from closed sets or are numbers, so the tab- and
         newline-separated form is unambiguous (the free-text device fields are JSON-quoted)."""
         device = self.device
-        digest = hashlib.sha256(json.dumps([str(self.upload_id), device.id, device.model, device.os]).encode())
+        identity = [str(self.upload_id), device.id, device.model, device.os]
+        if device.activity_counts != "unknown":  # digests of uploads that do not say stay as they were
+            identity.append(device.activity_counts)
+        digest = hashlib.sha256(json.dumps(identity).encode())
         for record in self.sample_records:
             digest.update(f"\n{record['type']}\t{record['start']}\t{record['end']}"
                           f"\t{record['utc_offset_minutes']}\t{record['value']!r}\t{record['stage']}"
@@ -231,6 +247,6 @@ class UploadRequest(BaseModel):
             "upload_id": str(self.upload_id),
             "user_id": user_id,
             "received_at": received_at,
-            "device": self.device.model_dump(),
+            "device": self.device.model_dump() | {"activity_counts": _avro_class(self.device.activity_counts)},
             "samples": self.sample_records,
         }

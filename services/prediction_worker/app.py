@@ -38,6 +38,7 @@ from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, SAM
 from circadia.tracing import context_from_headers
 from prediction_worker import metrics
 from prediction_worker.consumer import SafeConsumer
+from prediction_worker.inputs import movement
 from prediction_worker.recovery import SeekFirstTableManager
 from prediction_worker.results import ModelOutcome, build_prediction
 from prediction_worker.settings import WorkerSettings
@@ -234,7 +235,8 @@ class UploadProcessor:
         self._model = model
         self._uses_model = not isinstance(model, NoModel)
         self._weeks = WeekMetrics(interval_seconds=settings.worker_week_metrics_interval_seconds,
-                                  max_users=settings.worker_week_metrics_cache_users)
+                                  max_users=settings.worker_week_metrics_cache_users,
+                                  nonwear=settings.worker_nonwear_method)
         self._model_runs: dict[bytes, asyncio.Task[None]] = {}
         self.pending_users: set[bytes] = set()
         self.rescan_needed = True
@@ -372,8 +374,10 @@ class UploadProcessor:
         model = self._weeks.model(user) or ModelOutcome()
         with tracer.start_as_current_span("compute metrics"):
             try:
-                blocks = self._weeks.blocks(user, window, now)
-                record = build_prediction(window, user.decode(), window.pending, now, model, blocks)
+                moved = movement(window, self._weeks.nonwear)  # once for the week's blocks and the days
+                blocks = self._weeks.blocks(user, window, now, moved)
+                record = build_prediction(window, user.decode(), window.pending, now, model, blocks,
+                                          nonwear=self._weeks.nonwear, moved=moved)
             except Exception as exc:
                 raise StageError("compute", exc) from exc
             try:

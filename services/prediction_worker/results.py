@@ -16,6 +16,7 @@ instead of losing the whole result or emitting a number that cannot be justified
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 
 from circadia import __version__
 from prediction_worker import daily, metrics
+from prediction_worker.inputs import DEFAULT_NONWEAR, INPUT_METHOD, Movement, movement
 from prediction_worker.science.circadian import (
     COSINOR_METHOD,
     NPCRA_METHOD,
@@ -35,10 +37,12 @@ from prediction_worker.science.circadian import (
 from prediction_worker.science.series import MinuteSeries
 from prediction_worker.science.sleep import (
     COLE_KRIPKE_METHOD,
+    STAGES_METHOD,
     StageInterval,
     cole_kripke,
     sleep_nights,
 )
+from prediction_worker.science.wear import VALID_DAY_METHOD
 from prediction_worker.window import (
     RESAMPLING_METHOD,
     WINDOW_MINUTES,
@@ -86,17 +90,8 @@ class WeekBlocks:
     cosinor: dict[str, Any] | None
     scored_sleep: dict[str, Any] | None
     sleep_nights: list[dict[str, Any]]
+    naps: list[dict[str, Any]]
     methods: dict[str, str]
-
-
-def movement_series(window: UserWindow) -> MinuteSeries | None:
-    """The series the circadian metrics analyse: activity counts when any device sends them
-    (what the methods were validated on), otherwise step counts; None without movement data."""
-    for measure in ("activity_count", "step_count"):
-        if window.has(measure):
-            return MinuteSeries(start_minute=window.start_minute, values=window.movement(measure),
-                                utc_offset_minutes=window.utc_offset_minutes, input=measure)
-    return None
 
 
 def _guarded(group: str, compute: Callable[[], Any], fallback: Callable[[str], Any]) -> Any:
@@ -120,56 +115,108 @@ def covered_minutes(steps: np.ndarray, activity: np.ndarray) -> int:
     return int(np.count_nonzero(~np.isnan(steps) | ~np.isnan(activity)))
 
 
-def week_blocks(window: UserWindow, computed_at: datetime) -> WeekBlocks:
-    """The circadian, cosinor, scored-sleep and sleep-night blocks of the window as it is now."""
-    series = movement_series(window)
-    methods: dict[str, str] = {}
+def _unscorable(classes: frozenset[str]) -> dict[str, Any]:
+    named = ", ".join(sorted(classes))
+    return {"method": COLE_KRIPKE_METHOD, "input": "activity_count", "coverage": 0.0,
+            "refused": (f"Cole–Kripke is validated on ActiGraph-compatible counts; these counts come from "
+                        f"devices of class {named} (an upload names its class in device.activity_counts)"),
+            "scored_minutes": 0, "sleep_minutes": 0, "wake_minutes": 0}
+
+
+def week_blocks(window: UserWindow, computed_at: datetime, nonwear: str = DEFAULT_NONWEAR,
+                moved: Movement | None = None) -> WeekBlocks:
+    """The circadian, cosinor, scored-sleep and sleep blocks of the window as it is now
+    (``moved``: the window's ``inputs.movement``, when the caller has it already)."""
+    moved = moved if moved is not None else movement(window, nonwear)
+    series = moved.rhythm_series()
+    methods: dict[str, str] = {"input": INPUT_METHOD, "wear": f"{moved.nonwear_method}; {VALID_DAY_METHOD}"}
     circadian = rhythm = scored = None
     if series is not None:
         circadian = _guarded("circadian", lambda: nonparametric(series), _refused_series_group(
             NPCRA_METHOD, series, ["interdaily_stability", "intradaily_variability", "m10",
-                                               "m10_onset", "l5", "l5_onset", "relative_amplitude"], days_used=0))
+                                   "m10_onset", "l5", "l5_onset", "relative_amplitude"], days_used=0))
         rhythm = _guarded("cosinor", lambda: cosinor(series), _refused_series_group(
             COSINOR_METHOD, series, ["mesor", "amplitude", "acrophase", "acrophase_hours", "r_squared"]))
         methods["circadian"], methods["cosinor"] = circadian["method"], rhythm["method"]
-    activity = window.movement("activity_count")
-    if window.has("activity_count"):
-        counts = MinuteSeries(start_minute=window.start_minute, values=activity,
+    if moved.scorable_activity is not None:
+        counts = MinuteSeries(start_minute=window.start_minute, values=moved.scorable_activity,
                               utc_offset_minutes=window.utc_offset_minutes, input="activity_count")
         scored = _guarded("scored_sleep", lambda: cole_kripke(counts), _refused_series_group(
             COLE_KRIPKE_METHOD, counts, [], scored_minutes=0, sleep_minutes=0, wake_minutes=0))
+    elif moved.activity is not None:
+        scored = _unscorable(moved.activity_classes)
+    if scored is not None:
         methods["scored_sleep"] = scored["method"]
-    nights = _guarded("sleep_nights", lambda: sleep_nights([
+    nights, naps = _guarded("sleep_nights", lambda: sleep_nights([
         StageInterval(iv.start_ms, iv.end_ms, iv.stage, iv.utc_offset_minutes) for iv in window.sleep
-    ]), lambda reason: [])
-    if nights:
-        methods["sleep_nights"] = nights[0]["method"]
-    covered = covered_minutes(window.movement("step_count"), activity)
+    ]), lambda reason: ([], []))
+    if nights or naps:
+        methods["sleep_nights"] = STAGES_METHOD
+    covered = covered_minutes(window.movement("step_count"), window.movement("activity_count"))
     return WeekBlocks(as_of=AsOf.of(window, computed_at), covered=covered, circadian=circadian, cosinor=rhythm,
-                      scored_sleep=scored, sleep_nights=nights, methods=methods)
+                      scored_sleep=scored, sleep_nights=nights, naps=naps, methods=methods)
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def finite_block(group: str, block: dict[str, Any]) -> dict[str, Any]:
+    """``block`` with every non-finite number replaced by None and named in its ``refused``: only
+    finite numbers leave the worker (NaN and infinities are not JSON, and no method gives them)."""
+    bad = [key for key, value in block.items() if _non_finite(value)]
+    if not bad:
+        return block
+    metrics.METRIC_ERRORS.labels(f"{group}_non_finite").inc()
+    log.error("metric group produced non-finite numbers; refused", extra={"group": group, "fields": bad})
+    reason = f"non-finite result for {', '.join(bad)}"
+    refused = block.get("refused")
+    return block | dict.fromkeys(bad) | {"refused": f"{refused}; {reason}" if refused else reason}
+
+
+def finite_prediction(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every block through ``finite_block``, and a PAT block with a non-finite
+    embedding replaced by its refusal."""
+    for name in ("circadian", "cosinor", "scored_sleep"):
+        if record[name] is not None:
+            record[name] = finite_block(name, record[name])
+    for name in ("daily_activity", "sleep_nights", "naps"):
+        record[name] = [finite_block(name, entry) for entry in record[name]]
+    pat = record["pat"]
+    if pat is not None and (_non_finite(pat["coverage"]) or any(not math.isfinite(v) for v in pat["embedding"])):
+        metrics.METRIC_ERRORS.labels("pat_non_finite").inc()
+        log.error("PAT block holds non-finite numbers; left out", extra={"model_id": pat["model_id"]})
+        record["pat"], record["pat_unavailable"] = None, "the encoder produced non-finite numbers"
+    record["clinical_scores"] = [s for s in record["clinical_scores"] if math.isfinite(s["score"])]
+    return record
 
 
 def build_prediction(window: UserWindow, user_id: str, source_upload_ids: Sequence[str],
-                     computed_at: datetime, model: ModelOutcome, blocks: WeekBlocks | None = None) -> dict[str, Any]:
+                     computed_at: datetime, model: ModelOutcome, blocks: WeekBlocks | None = None,
+                     nonwear: str = DEFAULT_NONWEAR, moved: Movement | None = None) -> dict[str, Any]:
     """The result for the window now: coverage and daily totals of the window as it is, the
-    week's blocks from ``blocks`` (computed now when None) and the model's from ``model``."""
-    steps, activity = window.movement("step_count"), window.movement("activity_count")
+    week's blocks from ``blocks`` (computed now when None) and the model's from ``model``.
+    Only finite numbers leave (``finite_prediction``). ``moved``: the window's
+    ``inputs.movement``, when the caller has it already."""
+    moved = moved if moved is not None else movement(window, nonwear)
+    steps = window.movement("step_count")
+    activity = moved.activity if moved.activity is not None else np.full(WINDOW_MINUTES, np.nan)
     hr_sum, hr_weight = window.heart_rate()
     covered = covered_minutes(steps, activity)
     if blocks is None:
-        blocks = week_blocks(window, computed_at)
+        blocks = week_blocks(window, computed_at, nonwear, moved)
     methods = {"window": RESAMPLING_METHOD, "daily_activity": daily.METHOD, **blocks.methods}
     if model.method is not None:
         methods["pat"] = model.method
     now = AsOf.of(window, computed_at).record()
     as_of = {"window": now, "daily_activity": now}
-    for name in ("circadian", "cosinor", "scored_sleep", "sleep_nights"):
+    for name in ("circadian", "cosinor", "scored_sleep", "sleep_nights", "naps"):
         as_of[name] = blocks.as_of.record()
     if model.as_of is not None:
         as_of["pat"] = model.as_of.record()
 
     window_start = _EPOCH + timedelta(minutes=window.start_minute)
-    return {
+    return finite_prediction({
         "prediction_id": str(uuid.uuid4()),
         "user_id": user_id,
         "source_upload_ids": list(source_upload_ids),
@@ -178,16 +225,18 @@ def build_prediction(window: UserWindow, user_id: str, source_upload_ids: Sequen
         "window_end": window_start + timedelta(minutes=WINDOW_MINUTES),
         "code_version": __version__,
         "daily_activity": _guarded("daily_activity", lambda: daily.daily_activity(
-            window.start_minute, window.utc_offset_minutes, steps, activity, hr_sum, hr_weight), lambda r: []),
+            window.start_minute, window.utc_offset_minutes, steps, activity, hr_sum, hr_weight, moved.days),
+            lambda r: []),
         "methods": methods,
         "window_minutes_covered": covered,
         "window_coverage": covered / WINDOW_MINUTES,
         "circadian": blocks.circadian,
         "cosinor": blocks.cosinor,
         "sleep_nights": blocks.sleep_nights,
+        "naps": blocks.naps,
         "scored_sleep": blocks.scored_sleep,
         "pat": model.block,
         "pat_unavailable": model.unavailable,
         "clinical_scores": model.scores,
         "as_of": as_of,
-    }
+    })

@@ -36,6 +36,11 @@ class WorkerSettings(ServiceSettings):
         default=20_000, ge=1,
         description="Users whose week blocks are kept in memory (least recently used leave first; a user "
                     "not kept costs one recomputation).")
+    worker_nonwear_method: Literal["choi-2011", "troiano-2008"] = Field(
+        default="choi-2011",
+        description="How non-wear minutes of activity counts are found: Choi et al. 2011 (90 zero minutes, "
+                    "2-minute allowance with 30 zero minutes both sides) or Troiano et al. 2008 (NHANES, 60 "
+                    "minutes). Non-wear minutes are missing data for every metric.")
     worker_publish_attempts: int = Field(default=5, ge=1)
     worker_max_pending: int = Field(
         default=1000, ge=1,

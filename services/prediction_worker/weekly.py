@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from prediction_worker import metrics
+from prediction_worker.inputs import DEFAULT_NONWEAR, Movement
 from prediction_worker.results import AsOf, ModelOutcome, WeekBlocks, covered_minutes, week_blocks
 from prediction_worker.window import DAY_MINUTES, UserWindow
 
@@ -40,7 +41,8 @@ class _Entry:
 
 
 class WeekMetrics:
-    def __init__(self, *, interval_seconds: float, max_users: int) -> None:
+    def __init__(self, *, interval_seconds: float, max_users: int, nonwear: str = DEFAULT_NONWEAR) -> None:
+        self.nonwear = nonwear
         self._interval = timedelta(seconds=interval_seconds)
         self._max_users = max_users
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
@@ -64,14 +66,15 @@ class WeekMetrics:
     def _covered(window: UserWindow) -> int:
         return covered_minutes(window.movement("step_count"), window.movement("activity_count"))
 
-    def blocks(self, user: bytes, window: UserWindow, now: datetime) -> WeekBlocks:
-        """The user's week blocks, recomputed first if they are stale."""
+    def blocks(self, user: bytes, window: UserWindow, now: datetime, moved: Movement | None = None) -> WeekBlocks:
+        """The user's week blocks, recomputed first if they are stale (from ``moved``, the window's
+        ``inputs.movement``, when the caller has it)."""
         entry = self._entry(user)
         cached = entry.blocks
         if cached is not None and not self._stale(cached.as_of.computed_at, cached.covered, self._covered(window), now):
             metrics.WEEK_BLOCKS.labels("reused").inc()
             return cached
-        entry.blocks = week_blocks(window, now)
+        entry.blocks = week_blocks(window, now, self.nonwear, moved)
         metrics.WEEK_BLOCKS.labels("computed").inc()
         return entry.blocks
 

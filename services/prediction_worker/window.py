@@ -4,6 +4,8 @@ What it holds
 - per device, per measure, one value per UTC minute of the window (NaN = no data):
   ``step_count`` and ``activity_count`` (count in that minute), and for heart rate the
   weighted sum and the weight (minutes) of readings, so means stay exact when merged;
+- per device, the class of activity counts its latest upload declared (``device.activity_counts``:
+  ``actigraph``, ``vendor`` or ``unknown``; see ``prediction_worker.inputs``);
 - device-reported sleep-stage intervals, kept one day beyond the window's start so the
   night that straddles it stays whole;
 - the ``upload_id``s already applied — the newest ``APPLIED_KEPT`` of the last 8 days — so a
@@ -161,6 +163,13 @@ class SleepInterval(NamedTuple):  # a tuple: a restored window builds hundreds o
     device: str
 
 
+def count_class_of(device: Mapping[str, Any]) -> str:
+    """The class of a device record's activity counts: "actigraph", "vendor" or "unknown" (the
+    schema's fallback symbol "UNKNOWN", also what a class this worker does not know reads as)."""
+    kind = str(device.get("activity_counts") or "UNKNOWN")
+    return "unknown" if kind == "UNKNOWN" else kind
+
+
 @dataclass(frozen=True)
 class ApplyReport:
     samples: int
@@ -173,6 +182,7 @@ class UserWindow:
     utc_offset_minutes: int = 0  # the offset of the latest data: local time for daily and circadian metrics
     tracks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     sleep: list[SleepInterval] = field(default_factory=list)
+    count_classes: dict[str, str] = field(default_factory=dict)  # device -> class of its activity counts
     applied: dict[str, int] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     # the W3C traceparent of the upload that made ``pending`` non-empty: a result published later
@@ -198,6 +208,7 @@ class UserWindow:
         read before the window changes: a sample without a number fails the upload with the
         window untouched."""
         device = str(upload["device"]["id"])
+        count_class = count_class_of(upload["device"])
         samples = list(upload["samples"])
         received_ms = _ms(upload["received_at"])
         timed = [s for s in samples if s["type"] in _TIMED]
@@ -231,6 +242,8 @@ class UserWindow:
                 self._track(device, HR_SUM)[at][covered] = spread.values[covered]
                 self._track(device, HR_WEIGHT)[at][covered] = spread.weights[covered]
         self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
+        if device in self.tracks:
+            self.count_classes[device] = count_class
         self._remember(str(upload["upload_id"]), received_ms)
         return ApplyReport(samples=len(samples), dropped_too_old=dropped)
 
@@ -283,6 +296,7 @@ class UserWindow:
                 del measures[name]
             if not measures:
                 del self.tracks[device]
+                self.count_classes.pop(device, None)
 
     # --- reading the merged window ------------------------------------------------------
 
@@ -331,6 +345,7 @@ class UserWindow:
             "utc_offset_minutes": self.utc_offset_minutes,
             "layout": layout,
             "sleep": {"count": len(self.sleep), "stages": stages, "devices": devices},
+            "count_classes": {d: c for d, c in self.count_classes.items() if d in self.tracks},
             "applied": self.applied,
             "pending": self.pending,
             "pending_trace": self.pending_trace,
@@ -368,6 +383,7 @@ class UserWindow:
                 utc_offset_minutes=header["utc_offset_minutes"],
                 tracks=tracks,
                 sleep=sleep,
+                count_classes=dict(header.get("count_classes", {})),
                 applied=header["applied"],
                 pending=header["pending"],
                 pending_trace=header.get("pending_trace", ""),

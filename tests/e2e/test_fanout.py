@@ -40,7 +40,7 @@ def prediction(user_id: str, padding: int = 0, sources: list[str] | None = None)
             "computed_at": now, "window_start": now, "window_end": now,
             "code_version": secrets.token_hex(padding // 2),  # random: WebSocket compression cannot shrink it
             "daily_activity": [], "methods": {}, "window_minutes_covered": 0, "window_coverage": 0.0,
-            "circadian": None, "cosinor": None, "sleep_nights": [], "scored_sleep": None, "pat": None,
+            "circadian": None, "cosinor": None, "sleep_nights": [], "naps": [], "scored_sleep": None, "pat": None,
             "pat_unavailable": None, "clinical_scores": [], "as_of": {}}
 
 

@@ -52,6 +52,9 @@ async def test_upload_reaches_its_users_socket_and_no_one_elses(stack: LocalStac
         assert prediction["daily_activity"] == [{
             "date": YESTERDAY.isoformat(), "steps": 100.0, "activity_counts": None, "minutes_covered": 3,
             "coverage": 3 / 1440, "heart_rate_mean": None, "heart_rate_minutes": 0,
+            # three minutes of steps make no valid day: reported, left out of the rhythm analysis
+            "movement_input": "step_count", "wear_minutes": 0,
+            "wear_rule": "valid-day/hr-600min-or-steps-10h@1: none", "refused": None,
         }]
         assert prediction["methods"]["daily_activity"] == "daily-totals/merged-minutes@2"
         assert prediction["window_end"].startswith(f"{YESTERDAY.isoformat()}T23:53:00")

@@ -192,7 +192,8 @@ async def test_with_weights_configured_results_carry_the_pat_embedding(stack: Lo
     # a full week that ends a minute ago (a week ending at MORNING + 1 day would lie in the
     # future before 09:00 UTC, and the gateway refuses samples from the future)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=7, minutes=1)
-    body = {"upload_id": str(uuid.uuid4()), "device": {"id": "gt3x", "model": "GT3X+", "os": "fw 4"},
+    body = {"upload_id": str(uuid.uuid4()),
+            "device": {"id": "gt3x", "model": "GT3X+", "os": "fw 4", "activity_counts": "actigraph"},
             "samples": [{"type": "activity_count", "start": (start + timedelta(minutes=m)).isoformat(),
                          "end": (start + timedelta(minutes=m + 1)).isoformat(),
                          "value": (m * 37) % 900, "unit": "count"} for m in range(10_080)]}
@@ -203,7 +204,7 @@ async def test_with_weights_configured_results_carry_the_pat_embedding(stack: Lo
         assert result["pat_unavailable"] is None
         assert result["pat"]["model_id"] == "PAT-S" and result["pat"]["weights_sha256"] == file_sha256(weights)
         assert len(result["pat"]["embedding"]) == 96 and result["clinical_scores"] == []
-        assert result["scored_sleep"]["input"] == "activity_count"
+        assert result["scored_sleep"]["input"] == "activity_count" and result["scored_sleep"]["refused"] is None
     finally:
         await ws.close()
 

@@ -101,6 +101,8 @@ def masked_reference(start_minute: int, offset: int, steps: np.ndarray, activity
             "coverage": int(np.count_nonzero(in_day & movement)) / 1440,
             "heart_rate_mean": float(hr_sum[in_day].sum()) / weight if weight > 0 else None,
             "heart_rate_minutes": int(np.count_nonzero(in_day & hr)),
+            # without a wear report (``wear``), no day names an input or wear
+            "movement_input": None, "wear_minutes": 0, "wear_rule": None, "refused": None,
         })
     return out
 

@@ -25,7 +25,7 @@ def _record(user_id: str, sources: list[str]) -> dict:
     return {"prediction_id": str(uuid.uuid4()), "user_id": user_id, "source_upload_ids": sources,
             "computed_at": now, "window_start": now, "window_end": now, "code_version": "test",
             "daily_activity": [], "methods": {"window": "w@1"}, "window_minutes_covered": 0, "window_coverage": 0.0,
-            "circadian": None, "cosinor": None, "sleep_nights": [], "scored_sleep": None, "pat": None,
+            "circadian": None, "cosinor": None, "sleep_nights": [], "naps": [], "scored_sleep": None, "pat": None,
             "pat_unavailable": None, "clinical_scores": [], "as_of": {}}
 
 

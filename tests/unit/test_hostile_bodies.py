@@ -454,9 +454,11 @@ def avro_sample(kind: int = 1, start: int = START_MS, end: int | None = None, of
 
 
 def avro_pieces(samples: list[list[bytes]] | None = None, upload_id: str | bytes = UPLOAD_ID,
-                user: bytes | None = None, device: tuple[str | bytes, ...] = ("d", "m", "o")) -> list[bytes]:
+                user: bytes | None = None, device: tuple[str | bytes, ...] = ("d", "m", "o"),
+                counts: bytes = b"\x00") -> list[bytes]:
     samples = [avro_sample()] if samples is None else samples
-    head = [text(upload_id), varint(0) if user is None else user, *(text(field) for field in device)]
+    # counts: the device's activity_counts enum index (0 = UNKNOWN, 1 = actigraph, 2 = vendor)
+    head = [text(upload_id), varint(0) if user is None else user, *(text(field) for field in device), counts]
     block = [varint(len(samples)), *(piece for one in samples for piece in one)] if samples else []
     return [*head, *block, varint(0)]
 

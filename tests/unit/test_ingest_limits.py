@@ -40,7 +40,7 @@ def largest_record(samples: int) -> tuple[bytes, bytes]:
     start = int((NOW - timedelta(days=30)).timestamp() * 1000)
     record = {
         "upload_id": str(uuid.uuid4()), "user_id": user, "received_at": NOW,
-        "device": {"id": wide * 128, "model": wide * 128, "os": wide * 128},
+        "device": {"id": wide * 128, "model": wide * 128, "os": wide * 128, "activity_counts": "vendor"},
         "samples": [{"type": "heart_rate", "start": start + i, "end": start + i + 60_000,
                      "utc_offset_minutes": -1439, "value": 299.5, "stage": None, "unit": "count/min"}
                     for i in range(samples)],

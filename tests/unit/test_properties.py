@@ -82,7 +82,10 @@ optional_number = st.none() | st.floats(allow_nan=False, allow_infinity=False, w
 days = st.fixed_dictionaries({
     "date": st.dates().map(str), "steps": optional_number, "activity_counts": optional_number,
     "minutes_covered": st.integers(0, 1440), "coverage": st.floats(0, 1), "heart_rate_mean": optional_number,
-    "heart_rate_minutes": st.integers(0, 1440)})
+    "heart_rate_minutes": st.integers(0, 1440),
+    "movement_input": st.none() | st.sampled_from(["activity_count", "step_count"]),
+    "wear_minutes": st.integers(0, 1440), "wear_rule": st.none() | st.text(max_size=40),
+    "refused": st.none() | st.text(max_size=40)})
 predictions = st.fixed_dictionaries({
     "prediction_id": st.uuids().map(str), "user_id": st.text(min_size=1, max_size=40),
     "source_upload_ids": st.lists(st.uuids().map(str), min_size=1, max_size=5), "computed_at": instants,
@@ -90,7 +93,8 @@ predictions = st.fixed_dictionaries({
     "daily_activity": st.lists(days, max_size=8),
     "methods": st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=40), max_size=5),
     "window_minutes_covered": st.integers(0, WINDOW_MINUTES), "window_coverage": st.floats(0, 1),
-    "circadian": st.none(), "cosinor": st.none(), "sleep_nights": st.just([]), "scored_sleep": st.none(),
+    "circadian": st.none(), "cosinor": st.none(), "sleep_nights": st.just([]), "naps": st.just([]),
+    "scored_sleep": st.none(),
     "pat": st.none() | st.fixed_dictionaries({
         "model_id": st.sampled_from(["PAT-S", "PAT-M", "PAT-L"]), "weights_sha256": st.text("0123456789abcdef",
                                                                                               min_size=64, max_size=64),

@@ -18,7 +18,7 @@ SCHEMA = SchemaSet.load()["io.circadia.prediction.Prediction"]
 START = datetime(2026, 11, 16, tzinfo=UTC)
 
 
-def week(kind: str, device: str = "watch") -> dict:
+def week(kind: str, device: str = "watch", counts: str = "actigraph") -> dict:
     """Seven days of minute counts with a daily rhythm (active by day, quiet at night)."""
     rng = np.random.default_rng(7)
     samples = []
@@ -29,7 +29,7 @@ def week(kind: str, device: str = "watch") -> dict:
         samples.append({"type": kind, "start": start, "end": start + timedelta(minutes=1), "utc_offset_minutes": 60,
                         "value": float(max(0.0, level + rng.normal(0, 20))), "stage": None, "unit": "count"})
     return {"upload_id": str(uuid.uuid4()), "user_id": "u", "received_at": START + timedelta(days=7),
-            "device": {"id": device, "model": "m", "os": "o"}, "samples": samples}
+            "device": {"id": device, "model": "m", "os": "o", "activity_counts": counts}, "samples": samples}
 
 
 def test_a_week_of_activity_counts_yields_every_group_and_encodes() -> None:

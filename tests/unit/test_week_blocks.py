@@ -42,7 +42,7 @@ def minutes(start: datetime, count: int, seed: int = 3) -> list[dict[str, Any]]:
 
 def upload(samples: list[dict[str, Any]], user: str = "ada") -> dict[str, Any]:
     return {"upload_id": str(uuid.uuid4()), "user_id": user, "received_at": NOW,
-            "device": {"id": "band", "model": "GT3X+", "os": "fw"}, "samples": samples}
+            "device": {"id": "band", "model": "GT3X+", "os": "fw", "activity_counts": "actigraph"}, "samples": samples}
 
 
 def full_week() -> UserWindow:

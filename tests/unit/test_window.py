@@ -33,6 +33,7 @@ from prediction_worker.window import (
     StateFormatError,
     UserWindow,
     _ms,
+    count_class_of,
 )
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
@@ -244,6 +245,8 @@ class PerSampleWindow(UserWindow):
             dropped += self._apply_counts(device, measure, [s for s in samples if s["type"] == measure])
         dropped += self._apply_heart_rate(device, [s for s in samples if s["type"] == "heart_rate"])
         self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
+        if device in self.tracks:  # the count class, exactly as UserWindow.apply keeps it
+            self.count_classes[device] = count_class_of(upload["device"])
         self._remember(str(upload["upload_id"]), received_ms)
         return ApplyReport(samples=len(samples), dropped_too_old=dropped)
 

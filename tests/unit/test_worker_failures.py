@@ -99,7 +99,7 @@ def upload_event(user: str = "ada", offset: int = 0) -> tuple[str, Event]:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
     record = {
         "upload_id": upload_id, "user_id": user, "received_at": datetime.now(UTC),
-        "device": {"id": "watch", "model": "Watch7,1", "os": "watchOS 11"},
+        "device": {"id": "watch", "model": "Watch7,1", "os": "watchOS 11", "activity_counts": "UNKNOWN"},
         "samples": [{"type": "step_count", "start": start + timedelta(minutes=i),
                      "end": start + timedelta(minutes=i + 1), "utc_offset_minutes": 0, "value": 10.0 + i,
                      "stage": None, "unit": "count"} for i in range(5)],

@@ -6,28 +6,48 @@ Cole–Kripke (``cole-kripke-1992/1min-actilife-scaling@1``; Cole et al. 1992, S
   model for 1-minute epochs of mean activity per minute;
 - the paper's counts came from a different device (AMA-32, zero-crossing mode); ActiGraph counts
   are first scaled as ActiGraph's ActiLife does: A = min(count / 100, 300). This scaling is what
-  the method name records. Counts should be ActiGraph-style (vertical axis) wrist counts;
+  the method name records. Only the counts of devices that declare them ActiGraph-compatible
+  (``device.activity_counts`` = actigraph) are scored (``prediction_worker.inputs``);
 - an epoch is unscored (NaN) when it or any epoch of its window (4 before, 2 after) is missing,
   including the first 4 and last 2 epochs of a series;
 - only ``activity_count`` input is scored: phone step counts are not activity counts and are
   refused. The summary needs >= 60 scored minutes, else it is refused;
 - no Webster rescoring.
 
-Nights from stages (``sleep-stages/device-reported@1``):
-- an interval belongs to the night that contains its start: nights run from 12:00 to 12:00 in the
-  interval's own local time (UTC + its ``utc_offset_minutes``) and are named by the local date
-  of the evening; intervals are never split across nights;
+Nights from stages (``sleep-stages/device-reported@2``):
 - stages in_bed, awake and asleep_{core,deep,rem,unspecified} are used; any other stage (e.g. an
-  Avro ``UNKNOWN``) is ignored;
-- bed_start / bed_end = first start / last end of any used interval of the night; time in bed =
-  bed_end − bed_start (gaps without reports included);
-- total sleep = length of the union of the asleep_* intervals, so overlapping reports from several
-  devices count once; efficiency = TST / TIB;
+  Avro ``UNKNOWN``) and any empty interval (end = start) is ignored;
+- sleep periods: the used intervals, sorted by start, are joined into periods. An interval joins
+  the current period when it starts less than ``PERIOD_GAP_MINUTES`` = 60 minutes after the latest
+  end seen so far in that period (overlapping and touching intervals join too); otherwise it starts
+  a new period. This is the gap rule GGIR uses to join sleep-period blocks (van Hees et al. 2018,
+  Sci Rep 8:12975, HDCZA: blocks are joined when the gap between them is < 60 min). Periods are
+  therefore disjoint and at least 60 minutes apart; an interval is never split;
+- date of sleep: a period belongs to ``date_of_sleep``, the local calendar date on which it ends,
+  in the local time (UTC + ``utc_offset_minutes``) of the interval that ends it (of several ending
+  at that instant: the one that starts last, then the larger offset). The end instant is exclusive:
+  the date is that of (end − 1 ms), so a period ending exactly at local midnight belongs to the day
+  that just ended. This is Fitbit's convention (Web API sleep logs: ``dateOfSleep`` is "the date
+  the sleep log ended", and one log per date is ``isMainSleep``);
+- main sleep and naps: per date_of_sleep the main sleep is the period with the most total sleep;
+  ties -> the longer time in bed -> the earlier start. A period without asleep time is never the
+  main sleep while one with asleep time exists; if no period of the date has asleep time, the
+  date's main entry is the refused summary of its longest period (time in bed; ties -> earlier
+  start), so the bed times are still shown. Every other period of that date with asleep time is a
+  nap (``main_sleep`` False); other periods without asleep time are not reported. (This ranking
+  is the module's own; Fitbit documents one main sleep per date but not how it picks it);
+- ``night`` (kept for compatibility) = date_of_sleep − 1 day, the local date of the evening
+  before;
+- per period: bed_start / bed_end = first start / last end of its intervals; time in bed =
+  bed_end − bed_start (gaps without reports, all < 60 min, included);
+- total sleep = length of the union of the period's asleep_* intervals, so overlapping reports
+  from several devices count once; efficiency = TST / TIB;
 - onset latency = first asleep start − bed_start; final awakening = last asleep end; WASO =
   (final awakening − onset) − TST, i.e. minutes not asleep between them; awakenings = number of
   gaps (of any positive length) in the asleep union between onset and final awakening;
-- a night with no asleep time is refused (numbers None; bed_start / bed_end still given);
-- durations are computed on UTC instants, so an offset change during the night cannot distort them.
+- a period with no asleep time is refused (numbers None; bed_start / bed_end still given);
+- durations are computed on UTC instants, so an offset change during a period cannot distort
+  them; offsets only decide the date.
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 
@@ -51,13 +72,14 @@ ACTILIFE_DIVISOR = 100.0
 ACTILIFE_CAP = 300.0
 MIN_SCORED_MINUTES = 60
 
-STAGES_METHOD = "sleep-stages/device-reported@1"
+STAGES_METHOD = "sleep-stages/device-reported@2"
 ASLEEP_STAGES = frozenset({"asleep_core", "asleep_deep", "asleep_rem", "asleep_unspecified"})
 STAGES = ASLEEP_STAGES | {"in_bed", "awake"}
-NIGHT_STARTS_HOUR = 12
+# Periods are joined across gaps < 60 min: GGIR's HDCZA block-joining rule (van Hees et al. 2018,
+# Sci Rep 8:12975)
+PERIOD_GAP_MINUTES = 60
 MINUTE_MS = 60_000
-HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
+DAY_MS = 24 * 60 * MINUTE_MS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -135,12 +157,6 @@ class StageInterval:
             raise ValueError("a stage interval must not end before it starts")
 
 
-def night_of(interval: StageInterval) -> date:
-    """Local date of the evening of the noon-to-noon night that contains the interval's start."""
-    local_ms = interval.start_ms + interval.utc_offset_minutes * MINUTE_MS
-    return date(1970, 1, 1) + timedelta(days=(local_ms - NIGHT_STARTS_HOUR * HOUR_MS) // DAY_MS)
-
-
 def asleep_union(intervals: Sequence[StageInterval]) -> list[tuple[int, int]]:
     """Disjoint (start_ms, end_ms) spans covered by any asleep_* interval, in time order;
     spans that touch or overlap are merged, empty intervals dropped."""
@@ -163,22 +179,78 @@ def _minutes(ms: int) -> float:
     return ms / MINUTE_MS
 
 
-def summarise_night(night: date, intervals: Sequence[StageInterval]) -> dict:
-    """One night from device-reported stages (rules in the module docstring); refused when the
-    night holds no asleep time."""
-    bed_start = min(i.start_ms for i in intervals)
-    bed_end = max(i.end_ms for i in intervals)
-    summary = {"night": night.isoformat(), "method": STAGES_METHOD,
-               "bed_start": _utc(bed_start), "bed_end": _utc(bed_end)}
-    union = asleep_union(intervals)
+@dataclass(frozen=True)
+class SleepPeriod:
+    """Used, non-empty stage intervals joined across gaps < ``PERIOD_GAP_MINUTES`` (module
+    docstring), sorted by (start, end, stage, offset)."""
+    intervals: tuple[StageInterval, ...]
+
+    @property
+    def start_ms(self) -> int:
+        return self.intervals[0].start_ms
+
+    @property
+    def end_ms(self) -> int:
+        return max(i.end_ms for i in self.intervals)
+
+    @property
+    def date_of_sleep(self) -> date:
+        """Local date of (end − 1 ms) at the offset of the interval that ends the period (of several
+        ending then: the one starting last, then the larger offset)."""
+        ending = max(self.intervals, key=lambda i: (i.end_ms, i.start_ms, i.utc_offset_minutes))
+        local_ms = ending.end_ms - 1 + ending.utc_offset_minutes * MINUTE_MS
+        return date(1970, 1, 1) + timedelta(days=local_ms // DAY_MS)
+
+    @cached_property
+    def asleep(self) -> list[tuple[int, int]]:
+        return asleep_union(self.intervals)
+
+    @property
+    def asleep_ms(self) -> int:
+        return sum(end - start for start, end in self.asleep)
+
+    @property
+    def in_bed_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+
+def sleep_periods(intervals: Sequence[StageInterval]) -> list[SleepPeriod]:
+    """Sleep periods in time order: used stages (in_bed, awake, asleep_*) of positive length, sorted
+    by start; an interval starting < ``PERIOD_GAP_MINUTES`` after the latest end so far of the
+    current period joins it (overlaps join too), otherwise it opens a new period (GGIR's HDCZA
+    gap rule, van Hees et al. 2018, Sci Rep 8:12975)."""
+    used = sorted((i for i in intervals if i.stage in STAGES and i.end_ms > i.start_ms),
+                  key=lambda i: (i.start_ms, i.end_ms, i.stage, i.utc_offset_minutes))
+    gap_ms = PERIOD_GAP_MINUTES * MINUTE_MS
+    groups: list[list[StageInterval]] = []
+    latest_end = 0
+    for interval in used:
+        if groups and interval.start_ms - latest_end < gap_ms:
+            groups[-1].append(interval)
+            latest_end = max(latest_end, interval.end_ms)
+        else:
+            groups.append([interval])
+            latest_end = interval.end_ms
+    return [SleepPeriod(tuple(group)) for group in groups]
+
+
+def summarise_period(period: SleepPeriod, main_sleep: bool) -> dict:
+    """One sleep period from device-reported stages (rules in the module docstring); refused when
+    the period holds no asleep time."""
+    date_of_sleep = period.date_of_sleep
+    bed_start, bed_end = period.start_ms, period.end_ms
+    summary = {"night": (date_of_sleep - timedelta(days=1)).isoformat(),
+               "date_of_sleep": date_of_sleep.isoformat(), "main_sleep": main_sleep,
+               "method": STAGES_METHOD, "bed_start": _utc(bed_start), "bed_end": _utc(bed_end)}
+    union = period.asleep
     if not union:
         return summary | {
-            "refused": "no asleep stage reported this night", "time_in_bed_minutes": None,
+            "refused": "no asleep stage reported in this sleep period", "time_in_bed_minutes": None,
             "total_sleep_minutes": None, "efficiency": None, "onset_latency_minutes": None,
             "waso_minutes": None, "awakenings": None,
         }
     in_bed = bed_end - bed_start
-    asleep = sum(end - start for start, end in union)
+    asleep = period.asleep_ms
     onset, final_awakening = union[0][0], union[-1][1]
     return summary | {
         "refused": None,
@@ -191,17 +263,28 @@ def summarise_night(night: date, intervals: Sequence[StageInterval]) -> dict:
     }
 
 
-def sleep_nights(intervals: Sequence[StageInterval]) -> list[dict]:
-    """Per-night sleep from device-reported stages (e.g. HealthKit sleepAnalysis), one dict per
-    night with any recognised interval, in night order.
+def sleep_nights(intervals: Sequence[StageInterval]) -> tuple[list[dict], list[dict]]:
+    """Main sleeps (one per ``date_of_sleep``, in date order) and naps (in time order) from
+    device-reported stages (e.g. HealthKit sleepAnalysis); rules in the module docstring.
 
     Time in bed, total sleep time, efficiency, onset latency, WASO and awakenings, the standard
     sleep-summary measures (as in actigraphy validation, e.g. Cole et al. 1992, Sleep 15:461), read
-    from the device's own stages rather than scored from movement. Minimum coverage: a night needs
-    asleep time (a non-empty asleep_* union), else it is refused with a reason.
+    per sleep period from the device's own stages rather than scored from movement. Periods are
+    joined across gaps < 60 min (GGIR HDCZA, van Hees et al. 2018, Sci Rep 8:12975) and dated by
+    the local date they end on, one main sleep per date (Fitbit ``dateOfSleep`` / ``isMainSleep``).
+    Minimum coverage: a period needs asleep time, else it is refused with a reason (reported only
+    as the main entry of a date that has no sleep at all).
     """
-    by_night: dict[date, list[StageInterval]] = defaultdict(list)
-    for interval in intervals:
-        if interval.stage in STAGES:
-            by_night[night_of(interval)].append(interval)
-    return [summarise_night(night, by_night[night]) for night in sorted(by_night)]
+    by_date: dict[date, list[SleepPeriod]] = defaultdict(list)
+    for period in sleep_periods(intervals):
+        by_date[period.date_of_sleep].append(period)
+    mains: list[dict] = []
+    naps: list[SleepPeriod] = []
+    for day in sorted(by_date):
+        periods = by_date[day]
+        # most sleep, then longest in bed, then earliest start; no-sleep periods lose to any sleep
+        main = max(periods, key=lambda p: (p.asleep_ms, p.in_bed_ms, -p.start_ms))
+        mains.append(summarise_period(main, main_sleep=True))
+        naps.extend(p for p in periods if p is not main and p.asleep_ms > 0)
+    naps.sort(key=lambda p: p.start_ms)
+    return mains, [summarise_period(p, main_sleep=False) for p in naps]
