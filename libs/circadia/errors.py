@@ -29,7 +29,7 @@ SENSITIVE_KEYS = frozenset({
     # health values ("value" alone is also Sentry's own field for exception messages; samples are
     # recognised by their shape instead, see scrub)
     "samples", "sample", "stage", "steps", "heart_rate", "heart_rate_mean",
-    "activity_counts", "embedding", "daily_activity", "sleep_nights", "prediction", "record", "body",
+    "activity_counts", "embedding", "daily_activity", "sleep_nights", "naps", "prediction", "record", "body",
     # identifiers beyond the pseudonymous user id
     "email", "ip_address", "username", "name", "phone",
 })
