@@ -108,7 +108,7 @@ def apply_breaking_record(user: str) -> tuple[str, bytes]:
     upload_id = str(uuid.uuid4())
     start = LATE_EVENING
     record = {"upload_id": upload_id, "user_id": user, "received_at": datetime.now(UTC),
-              "device": {"id": "watch-1", "model": "Watch7,1", "os": "watchOS 11.2"},
+              "device": {"id": "watch-1", "model": "Watch7,1", "os": "watchOS 11.2", "activity_counts": "UNKNOWN"},
               "samples": [{"type": "step_count", "start": start, "end": start + timedelta(minutes=1),
                            "utc_offset_minutes": 0, "value": None, "stage": None, "unit": "count"}]}
     return upload_id, UPLOAD.encode(record)
