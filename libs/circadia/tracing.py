@@ -21,6 +21,8 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from circadia import __version__
 
@@ -63,6 +65,25 @@ class _KafkaHeaderGetter(Getter[Sequence[tuple[str, bytes]]]):
 
 def context_from_headers(headers: Sequence[tuple[str, bytes]] | None) -> Context:
     return propagate.extract(list(headers or ()), getter=_KafkaHeaderGetter())
+
+
+_W3C = TraceContextTextMapPropagator()
+
+
+def context_from_traceparent(traceparent: str) -> Context:
+    """The context of a W3C ``traceparent`` value alone (what a hop that carries only it, such as
+    the fan-out's live channels, continues); an invalid value gives an empty context. Cheaper per
+    message than ``context_from_headers``: no composite propagator, no baggage."""
+    return _W3C.extract({"traceparent": traceparent})
+
+
+def traceparent_of(span: Span) -> str:
+    """The W3C ``traceparent`` value naming ``span`` as the parent (what ``propagate.inject``
+    writes for a sampled or unsampled span), built directly; "" for an invalid span context."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 def current_trace_id() -> str | None:

@@ -36,18 +36,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from circadia.kafka import topic_layout
 from circadia.topics import PREDICTIONS
-from circadia.tracing import context_from_headers
+from circadia.tracing import context_from_headers, traceparent_of
 from fanout_gateway import metrics
 from fanout_gateway.history import Appended, HistoryUnavailable, Outcome, UserHistory
 from fanout_gateway.records import Head, Renderer, UnreadableRecord
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fanout_gateway")
+_RECORDED = {outcome: metrics.RECORDS.labels(outcome.name.lower()) for outcome in Outcome}
 
 COMMIT_INTERVAL = 1.0  # seconds between commits of the group's offsets
 
@@ -257,13 +258,10 @@ class PredictionFeed:
                         "messaging.operation.type": "process",
                         "messaging.destination.partition.id": str(m.partition),
                         "messaging.kafka.offset": m.offset}) for m in messages]
-        entries = []
-        for message, span in zip(messages, spans, strict=True):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier, context=trace.set_span_in_context(span))
-            entries.append(Appended(message.user_id, message.partition, message.offset, message.value,
-                                    message.head.fingerprint, message.head.sources, message.timestamp_ms,
-                                    carrier.get("traceparent", "")))
+        entries = [Appended(message.user_id, message.partition, message.offset, message.value,
+                            message.head.fingerprint, message.head.sources, message.timestamp_ms,
+                            traceparent_of(span))
+                   for message, span in zip(messages, spans, strict=True)]
         try:
             recorded = await self._history.record_many(
                 entries, advance={tp.partition: offset for tp, offset in next_offsets.items()})
@@ -276,7 +274,7 @@ class PredictionFeed:
             self._probed = time.monotonic()
             return False
         for message, entry, span in zip(messages, recorded, spans, strict=True):
-            metrics.RECORDS.labels(entry.outcome.name.lower()).inc()
+            _RECORDED[entry.outcome].inc()
             span.set_attribute("circadia.fanout.receivers", entry.receivers)
             if entry.outcome is Outcome.REPEAT:
                 log.info("repeated result not delivered", extra={"partition": message.partition,

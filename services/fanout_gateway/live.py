@@ -19,6 +19,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
@@ -139,28 +140,39 @@ class LiveChannels:
 
     async def _read(self, connection: AbstractConnection) -> None:
         pinger = asyncio.create_task(self._ping(connection))
+        loop = asyncio.get_running_loop()
+        silence, interval = 3 * self._ping_interval, self._ping_interval
         try:
-            while True:
-                reply = await asyncio.wait_for(connection.read_response(timeout=math.inf),
-                                               3 * self._ping_interval)
-                if reply == b"PONG":  # no channel subscribed: a plain reply
-                    continue
-                kind = reply[0]
-                if kind == b"smessage":
-                    user_id = self._users.get(reply[1])
-                    if user_id is not None:  # else: unsubscribed meanwhile
-                        metrics.LIVE_MESSAGES.inc()
-                        self._on_message(user_id, reply[2])
-                elif kind == b"ssubscribe":
-                    self._confirm(reply[1])
-                elif kind in (b"sunsubscribe", b"pong"):
-                    continue
-                else:
-                    log.warning("unexpected reply on the live channels", extra={"kind": repr(kind)})
+            # One deadline, moved forward by a reply at most once per ping interval (wait_for would
+            # wrap every read in a task, and moving it for every reply costs a timer each): the
+            # reader gives up after 2 to 3 ping intervals without a reply (PONGs included).
+            async with asyncio.timeout(silence) as deadline:
+                moved = loop.time()
+                while True:
+                    reply = await connection.read_response(timeout=math.inf)
+                    now = loop.time()
+                    if now - moved >= interval:
+                        deadline.reschedule(now + silence)
+                        moved = now
+                    self._dispatch(reply)
         except TimeoutError as exc:
             raise OSError("live channels silent for three ping intervals") from exc
         finally:
             pinger.cancel()
+
+    def _dispatch(self, reply: Any) -> None:
+        if reply == b"PONG":  # no channel subscribed: a plain reply
+            return
+        kind = reply[0]
+        if kind == b"smessage":
+            user_id = self._users.get(reply[1])
+            if user_id is not None:  # else: unsubscribed meanwhile
+                metrics.LIVE_MESSAGES.inc()
+                self._on_message(user_id, reply[2])
+        elif kind == b"ssubscribe":
+            self._confirm(reply[1])
+        elif kind not in (b"sunsubscribe", b"pong"):
+            log.warning("unexpected reply on the live channels", extra={"kind": repr(kind)})
 
     def _confirm(self, channel: bytes) -> None:
         user_id = self._users.get(channel)

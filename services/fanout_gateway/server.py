@@ -30,7 +30,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -38,7 +38,7 @@ from websockets.http11 import Request, Response
 
 from circadia.auth import FirebaseTokenVerifier, InvalidTokenError, VerifiedToken
 from circadia.http import add_to, request_id_from
-from circadia.tracing import context_from_headers
+from circadia.tracing import context_from_headers, context_from_traceparent
 from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
 from fanout_gateway.history import Entry, HistoryUnavailable, Publication, UserHistory, prediction_message
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fanout_gateway")
 
 STREAM_PATH = "/v1/stream"
+_RENDERED, _UNDECODABLE = metrics.RENDERED.labels("rendered"), metrics.RENDERED.labels("undecodable")
+_SEND_ATTRIBUTES = {"network.protocol.name": "websocket", "circadia.fanout.path": STREAM_PATH}
 
 
 @dataclass(frozen=True)
@@ -180,10 +182,18 @@ class Connection:
             if context is None:
                 await self.websocket.send(text, text=True)
             else:
-                with tracer.start_as_current_span("websocket send", context=context, kind=SpanKind.PRODUCER,
-                                                  attributes={"network.protocol.name": "websocket",
-                                                              "circadia.fanout.path": STREAM_PATH}):
+                # a span per socket send, started and ended directly: nothing runs inside it that
+                # would need it as the current span, and the context manager cost as much again
+                span = tracer.start_span("websocket send", context=context, kind=SpanKind.PRODUCER,
+                                         attributes=_SEND_ATTRIBUTES)
+                try:
                     await self.websocket.send(text, text=True)
+                except BaseException as exc:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    raise
+                finally:
+                    span.end()
             self._queue.task_done()
 
     async def drained(self) -> None:
@@ -219,8 +229,7 @@ class FanoutServer:
                             publication.fingerprint, publication.record)
         if text is None:
             return
-        context = context_from_headers([("traceparent", publication.traceparent.encode())]) \
-            if publication.traceparent else None
+        context = context_from_traceparent(publication.traceparent) if publication.traceparent else None
         item = Push(publication.partition, publication.offset, text, context, publication.previous)
         for connection in tuple(connections):
             connection.push(item)
@@ -247,11 +256,11 @@ class FanoutServer:
         try:
             text = prediction_message(partition, offset, epoch, self._renderer.render(fingerprint, record))
         except UnreadableRecord:
-            metrics.RENDERED.labels("undecodable").inc()
+            _UNDECODABLE.inc()
             log.error("undecodable result not delivered", exc_info=True,
                       extra={"partition": partition, "offset": offset})
             return None
-        metrics.RENDERED.labels("rendered").inc()
+        _RENDERED.inc()
         return text
 
     def _pushes(self, entries: Sequence[Entry], epoch: str | None) -> list[Push]:
