@@ -3,7 +3,8 @@
 Rules (method ``movement-input/per-day-and-metric@1``):
 
 - **Wear first.** Each device's activity counts lose their non-wear minutes (Choi et al. 2011 by
-  default, ``CIRCADIA_WORKER_NONWEAR_METHOD``; see ``science.wear``) before the devices are merged
+  default, ``CIRCADIA_WORKER_NONWEAR_METHOD``; a period the same device's heart rate shows worn is
+  kept; see ``science.wear``) before the devices are merged
   (per-minute maximum, as in ``window``), so a band on the nightstand cannot hide another that is worn.
   Step counts keep only the local days that pass the valid-day rule. Non-wear minutes are missing
   data for every metric; a day's step total still counts every step reported.
@@ -35,6 +36,7 @@ from prediction_worker.science.wear import (
     RULE_NONE,
     VALID_DAY_METHOD,
     valid_step_days,
+    worn_by_heart_rate,
 )
 from prediction_worker.window import HR_WEIGHT, WINDOW_MINUTES, UserWindow
 
@@ -42,6 +44,7 @@ INPUT_METHOD = "movement-input/per-day-and-metric@1"
 COUNT_CLASSES = ("unknown", "actigraph", "vendor")
 COLE_KRIPKE_CLASSES = frozenset({"actigraph"})
 DEFAULT_NONWEAR = "choi-2011"
+_LARGEST = np.finfo(np.float64).max
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,11 @@ def movement(window: UserWindow, nonwear: str = DEFAULT_NONWEAR) -> Movement:
     for device, measures in window.tracks.items():
         counts = measures.get("activity_count")
         if counts is not None:
-            masked = np.where(detect(counts), np.nan, counts)
+            counts = np.minimum(counts, _LARGEST)  # a window written before apply capped its sums
+            flagged = detect(counts)
+            if HR_WEIGHT in measures and flagged.any():
+                flagged = worn_by_heart_rate(flagged, np.nan_to_num(measures[HR_WEIGHT]) > 0)
+            masked = np.where(flagged, np.nan, counts)
             worn.append(masked)
             raw.append(counts)
             kind = window.count_classes.get(device, "unknown")

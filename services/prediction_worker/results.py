@@ -42,7 +42,7 @@ from prediction_worker.science.sleep import (
     cole_kripke,
     sleep_nights,
 )
-from prediction_worker.science.wear import VALID_DAY_METHOD
+from prediction_worker.science.wear import HEART_RATE_OVERRIDE_METHOD, VALID_DAY_METHOD
 from prediction_worker.window import (
     RESAMPLING_METHOD,
     WINDOW_MINUTES,
@@ -129,7 +129,8 @@ def week_blocks(window: UserWindow, computed_at: datetime, nonwear: str = DEFAUL
     (``moved``: the window's ``inputs.movement``, when the caller has it already)."""
     moved = moved if moved is not None else movement(window, nonwear)
     series = moved.rhythm_series()
-    methods: dict[str, str] = {"input": INPUT_METHOD, "wear": f"{moved.nonwear_method}; {VALID_DAY_METHOD}"}
+    methods: dict[str, str] = {"input": INPUT_METHOD, "wear": (f"{moved.nonwear_method}+{HEART_RATE_OVERRIDE_METHOD}; "
+                                                               f"{VALID_DAY_METHOD}")}
     circadian = rhythm = scored = None
     if series is not None:
         circadian = _guarded("circadian", lambda: nonparametric(series), _refused_series_group(

@@ -4,8 +4,9 @@ What it holds
 - per device, per measure, one value per UTC minute of the window (NaN = no data):
   ``step_count`` and ``activity_count`` (count in that minute), and for heart rate the
   weighted sum and the weight (minutes) of readings, so means stay exact when merged;
-- per device, the class of activity counts its latest upload declared (``device.activity_counts``:
-  ``actigraph``, ``vendor`` or ``unknown``; see ``prediction_worker.inputs``);
+- per device, the class of its activity counts (``device.activity_counts``: ``actigraph``, ``vendor``
+  or ``unknown``; see ``prediction_worker.inputs``): what its latest upload with counts said (not
+  saying is ``unknown``), or what a later upload without counts stated explicitly;
 - device-reported sleep-stage intervals, kept one day beyond the window's start so the
   night that straddles it stays whole;
 - the ``upload_id``s already applied — the newest ``APPLIED_KEPT`` of the last 8 days — so a
@@ -67,6 +68,7 @@ _SLEEP_COLUMNS = (("start_ms", "<i8"), ("end_ms", "<i8"), ("utc_offset_minutes",
                   ("device", "<u2"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)  # built once: apply converts two instants per sample
+_LARGEST = np.finfo(np.float64).max
 MAX_PIECES = 1 << 20  # sample-minute pieces resampled at once (memory: ~60 bytes each)
 
 
@@ -237,15 +239,22 @@ class UserWindow:
                 continue
             at, covered = slice(spread.first, spread.first + spread.covered.size), spread.covered
             if spread.weights is None:
-                self._track(device, measure)[at][covered] = spread.values[covered]
+                # counts of one minute added up beyond a double's range are stored as its largest value:
+                # a window never holds an infinity (every metric downstream needs finite minutes)
+                self._track(device, measure)[at][covered] = np.minimum(spread.values[covered], _LARGEST)
             else:
                 self._track(device, HR_SUM)[at][covered] = spread.values[covered]
                 self._track(device, HR_WEIGHT)[at][covered] = spread.weights[covered]
         self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
-        if device in self.tracks:
-            self.count_classes[device] = count_class
+        self._note_class(device, count_class, sends_counts=bool((kinds == _TIMED["activity_count"]).any()))
         self._remember(str(upload["upload_id"]), received_ms)
         return ApplyReport(samples=len(samples), dropped_too_old=dropped)
+
+    def _note_class(self, device: str, declared: str, *, sends_counts: bool) -> None:
+        """The class of a device's counts: what an upload with counts says (not saying is "unknown"),
+        or what an upload without counts states explicitly; silence without counts changes nothing."""
+        if device in self.tracks and (sends_counts or declared != "unknown"):
+            self.count_classes[device] = declared
 
     def _remember(self, upload_id: str, received_ms: int) -> None:
         """Note an applied upload; keep the newest ``APPLIED_KEPT`` of the retention period."""

@@ -269,3 +269,46 @@ def test_a_flat_week_reports_no_onsets_and_no_relative_amplitude() -> None:
     block = record["circadian"]
     assert block["m10_onset"] is None and block["l5_onset"] is None and block["relative_amplitude"] is None
     assert block["m10"] == block["l5"] == 120.0 and "flat average day" in block["refused"]
+
+
+# --- found in review: sums, heart rate as wear, silence about the class ----------------------------
+
+def test_two_counts_at_a_doubles_maximum_in_one_minute_leave_the_result_finite() -> None:
+    biggest = 1.7976931348623157e308
+    one = upload("activity_count", regular_sleeper(), "band", "actigraph")
+    at = START + timedelta(days=2, hours=12)
+    huge = {"type": "activity_count", "start": at, "end": at + timedelta(minutes=1), "utc_offset_minutes": 0,
+            "value": biggest, "stage": None, "unit": "count"}
+    one["samples"] += [huge, huge]  # one upload's samples of a minute add up: beyond a double
+    window = UserWindow()
+    window.apply(one)
+    assert np.isfinite(np.nan_to_num(window.tracks["band"]["activity_count"], nan=0.0)).all()
+    record = build_prediction(window, "u", ["a"], START + timedelta(days=8), ModelOutcome())
+    assert all(math.isfinite(n) for n in numbers(record))
+    assert record["circadian"]["refused"] is None
+
+
+def test_a_still_night_with_a_pulse_from_the_same_watch_is_worn() -> None:
+    counts = regular_sleeper()
+    minute = np.arange(7 * DAY) % DAY
+    night = (minute >= 23 * 60) | (minute < 7 * 60)
+    counts[night] = 0.0  # not a single count at night ...
+    pulse = np.where(np.arange(7 * DAY) % 2 == 0, 58.0, np.nan)  # ... but a pulse every other minute
+    watch = upload("activity_count", counts, "watch", "actigraph")
+    watch["samples"] += upload("heart_rate", pulse, "watch")["samples"]
+    worn = result(watch)
+    assert worn["circadian"]["input"] == "activity_count" and worn["circadian"]["refused"] is None
+    assert worn["scored_sleep"]["sleep_minutes"] > 6 * 60 * 6
+    off_wrist = result(upload("activity_count", counts, "band", "actigraph"))  # no pulse: not worn at night
+    assert off_wrist["scored_sleep"]["sleep_minutes"] < worn["scored_sleep"]["sleep_minutes"] / 10
+
+
+def test_an_upload_that_does_not_state_the_class_leaves_it() -> None:
+    window = UserWindow()
+    window.apply(upload("activity_count", regular_sleeper(days=1), "watch", "actigraph"))
+    window.apply(upload("heart_rate", np.full(60, 60.0), "watch"))  # no counts, no class stated
+    assert window.count_classes == {"watch": "actigraph"}
+    window.apply(upload("heart_rate", np.full(60, 60.0), "watch", "vendor"))  # stated without counts
+    assert window.count_classes == {"watch": "vendor"}
+    window.apply(upload("activity_count", np.full(60, 5.0), "watch"))  # counts that do not say
+    assert window.count_classes == {"watch": "unknown"}

@@ -15,6 +15,7 @@ from prediction_worker.science.wear import (
     choi_nonwear,
     troiano_nonwear,
     valid_step_days,
+    worn_by_heart_rate,
 )
 
 
@@ -186,3 +187,16 @@ run_series = st.lists(st.tuples(st.sampled_from([0.0, 3.0, 400.0, np.nan]), st.i
 @given(run_series)
 def test_the_vectorised_choi_is_the_minute_by_minute_rule(counts: np.ndarray) -> None:
     assert choi_nonwear(counts).tolist() == choi_by_loops(counts).tolist()
+
+
+def test_a_period_with_heart_rate_in_four_blocks_of_five_is_worn() -> None:
+    nonwear = np.zeros(200, dtype=bool)
+    nonwear[50:150] = True  # a 100-minute period: ten 10-minute blocks
+    pulse = np.zeros(200, dtype=bool)
+    pulse[[55 + 10 * k for k in range(8)]] = True  # a reading in 8 of the 10 blocks
+    assert not worn_by_heart_rate(nonwear, pulse).any()
+    pulse[125] = False  # 7 of 10
+    assert worn_by_heart_rate(nonwear, pulse).tolist() == nonwear.tolist()
+    pulse[:] = False
+    pulse[:50] = True  # readings only outside the period: it stays not worn
+    assert worn_by_heart_rate(nonwear, pulse).tolist() == nonwear.tolist()

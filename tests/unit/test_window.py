@@ -245,8 +245,8 @@ class PerSampleWindow(UserWindow):
             dropped += self._apply_counts(device, measure, [s for s in samples if s["type"] == measure])
         dropped += self._apply_heart_rate(device, [s for s in samples if s["type"] == "heart_rate"])
         self._apply_sleep(device, [s for s in samples if s["type"] == "sleep_analysis"])
-        if device in self.tracks:  # the count class, exactly as UserWindow.apply keeps it
-            self.count_classes[device] = count_class_of(upload["device"])
+        self._note_class(device, count_class_of(upload["device"]),
+                         sends_counts=any(s["type"] == "activity_count" for s in samples))
         self._remember(str(upload["upload_id"]), received_ms)
         return ApplyReport(samples=len(samples), dropped_too_old=dropped)
 
@@ -287,7 +287,7 @@ class PerSampleWindow(UserWindow):
             return 0
         values, _, covered, dropped = self._spread_per_sample(samples, weigh=False)
         if covered.any():
-            self._track(device, measure)[covered] = values[covered]
+            self._track(device, measure)[covered] = np.minimum(values[covered], np.finfo(np.float64).max)
         return dropped
 
     def _apply_heart_rate(self, device: str, samples: list[Mapping[str, Any]]) -> int:

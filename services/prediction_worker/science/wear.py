@@ -24,7 +24,10 @@ alternative (``non-wear/troiano-2008@1``): at least 60 consecutive zero minutes,
 to 2 minutes of counts between 1 and 100 between zero minutes; a minute above 100 ends the period.
 
 Choi's rule was validated on hip-worn ActiGraph counts. During sleep a still wrist can also give 90
-zero minutes; such minutes are counted as not worn (they are missing, never invented sleep).
+zero minutes. Where the same device also measures heart rate, its readings settle it (the project's
+own rule, ``heart-rate-overrides@1``): a non-wear period in which at least 80 % of the 10-minute
+blocks hold a heart-rate reading of that device is worn after all (a device off the wrist reads no
+pulse). Without heart rate such minutes stay not worn (missing, never invented sleep).
 
 Step counts (``valid-day/hr-600min-or-steps-10h@1``). Steps read 0 whenever a phone or watch is
 not carried, so no minute-level rule can tell rest from absence. Whole local days are judged instead,
@@ -115,6 +118,22 @@ def troiano_nonwear(counts: np.ndarray) -> np.ndarray:
 
 
 NONWEAR = {"choi-2011": choi_nonwear, "troiano-2008": troiano_nonwear}
+HEART_RATE_OVERRIDE_METHOD = "heart-rate-overrides@1"
+HEART_RATE_BLOCK_MINUTES = 10
+HEART_RATE_BLOCK_SHARE = 0.8
+
+
+def worn_by_heart_rate(nonwear: np.ndarray, heart_rate: np.ndarray) -> np.ndarray:
+    """``nonwear`` without the periods that the same device's heart rate shows worn: a period whose
+    10-minute blocks (counted from its start; a shorter last block counts as one) hold a reading in
+    at least 80 % of them. ``heart_rate`` is True where the device read a pulse in that minute."""
+    out = nonwear.copy()
+    starts, ends = runs(nonwear)
+    for start, end in zip(starts, ends, strict=True):
+        blocks = np.add.reduceat(heart_rate[start:end], np.arange(0, end - start, HEART_RATE_BLOCK_MINUTES)) > 0
+        if blocks.mean() >= HEART_RATE_BLOCK_SHARE:
+            out[start:end] = False
+    return out
 
 
 def valid_step_days(step_days: np.ndarray, heart_rate_days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
