@@ -16,7 +16,10 @@ with. The layout:
 - **Binding**: the associated data of every seal is the format tag, the topic and the user id, so a
   value opens only for the user and topic it was sealed for (no replay under another user).
 - **Caches**: a user's current data key is reused for ``rotate_after`` seconds (then a new one is
-  made), and unwrapped data keys are kept for ``ttl`` seconds; ``forget(user)`` drops both at once
+  made), and unwrapped data keys are kept for ``ttl`` seconds, an hour each by default: most users
+  upload about twice an hour, so a shorter cache misses on most of their uploads (90.9 % of seals
+  and opens hit at an hour against 70.5 % at five minutes under the traffic model, and a miss costs
+  a transit round trip of about 4 ms: ``bench/userkeys.py``). ``forget(user)`` drops both at once
   (on an erasure event). Within the TTL a process holds plaintext keys of the users it serves;
   nothing is written to disk.
 
@@ -91,7 +94,7 @@ def associated_data(topic: str, user_id: str) -> bytes:
 class UserKeys:
     """Seal and open values per user with data keys from OpenBao's transit engine (module rules)."""
 
-    def __init__(self, client: hvac.Client, *, mount: str = "transit", ttl: float = 300.0,
+    def __init__(self, client: hvac.Client, *, mount: str = "transit", ttl: float = 3600.0,
                  rotate_after: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._mount = mount
