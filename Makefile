@@ -87,6 +87,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.worker_pipeline
 	$(BIN)/python -m bench.worker_restart
 	$(BIN)/python -m bench.worker_restart --static-membership
+	$(BIN)/python -m bench.userkeys
 
 ## make fetch-pat URL=<link from the PAT authors' README> OUT=.local/pat/PAT-L.h5 [SHA256=<hex>]
 ## downloads published PAT weights (CC BY 4.0) and verifies or prints their sha256
