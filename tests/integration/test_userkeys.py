@@ -105,3 +105,23 @@ def test_openbao_down_is_unavailable_never_plaintext(tmp_path_factory: pytest.Te
         keys.seal("someone-new", TOPIC, b"y")
     with pytest.raises(KeysUnavailable):
         UserKeys(hvac.Client(url=server.url, token=server.root_token, timeout=2)).open("rosalind", TOPIC, sealed)
+
+
+async def test_from_an_event_loop_cold_keys_go_to_a_thread_and_warm_ones_stay_inline(keys: UserKeys) -> None:
+    import threading
+
+    threads: list[str] = []
+    real_seal = keys.seal
+
+    def seal(*args: object) -> object:
+        threads.append(threading.current_thread().name)
+        return real_seal(*args)  # type: ignore[arg-type]
+
+    keys.seal = seal  # type: ignore[method-assign]
+    first = await keys.seal_async("noether", TOPIC, b"cold")
+    second = await keys.seal_async("noether", TOPIC, b"warm")
+    assert threads[0] != threading.main_thread().name and threads[1] == threading.main_thread().name
+    assert await keys.open_async("noether", TOPIC, first) == b"cold"
+    assert await keys.open_async("noether", TOPIC, second) == b"warm"
+    reader = UserKeys(keys._client)
+    assert await reader.open_async("noether", TOPIC, first) == b"cold"  # cold: unwrapped in a thread
