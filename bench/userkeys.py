@@ -121,9 +121,9 @@ def hit_rates(client: hvac.Client, hours: float, seed: int, users: int = 200) ->
         made = 0
         for at, user in arrivals:
             now[0] = at
-            before = len(gateway._current), gateway._current.get(user)
+            before = gateway._current.get(user)
             sealed = gateway.seal(user, HEALTH_SAMPLES, b"v")
-            made += gateway._current.get(user) is not before[1]
+            made += gateway._current.get(user) is not before
             worker.open(user, HEALTH_SAMPLES, sealed)
         out[f"{seconds:g}"] = {"seal_reuse": 1 - made / len(arrivals),
                               "open_hits": worker.hits / (worker.hits + worker.misses)}

@@ -127,22 +127,29 @@ class UserKeys:
     async def seal_async(self, user_id: str, topic: str, plaintext: bytes) -> Sealed:
         """``seal`` for a service's event loop: a warm key seals inline (microseconds), a cold one
         (a transit round trip) in a worker thread, so the loop never waits on OpenBao."""
-        if self._warm(user_id):
+        if self._warm(user_id) is not None:
             return self.seal(user_id, topic, plaintext)
         return await asyncio.to_thread(self.seal, user_id, topic, plaintext)
 
     async def open_async(self, user_id: str, topic: str, sealed: Sealed) -> bytes:
         """``open`` for an event loop: inline when the data key is cached, else in a worker thread."""
-        with self._lock:
-            key = self._opened.get(sealed.wrapped_key)
-        if key is not None and key.key_id == sealed.key_id and self._clock() - key.made_at < self._ttl:
+        if self._cached(sealed) is not None:
             return self.open(user_id, topic, sealed)
         return await asyncio.to_thread(self.open, user_id, topic, sealed)
 
-    def _warm(self, user_id: str) -> bool:
+    def _warm(self, user_id: str) -> _DataKey | None:
+        """The user's current data key while new seals may still use it."""
         with self._lock:
             key = self._current.get(user_id)
-        return key is not None and self._clock() - key.made_at < min(self._rotate_after, self._ttl)
+        fresh = key is not None and self._clock() - key.made_at < min(self._rotate_after, self._ttl)
+        return key if fresh else None
+
+    def _cached(self, sealed: Sealed) -> _DataKey | None:
+        """The unwrapped data key of a sealed value, if cached and not expired."""
+        with self._lock:
+            key = self._opened.get(sealed.wrapped_key)
+        fresh = key is not None and key.key_id == sealed.key_id and self._clock() - key.made_at < self._ttl
+        return key if fresh else None
 
     # --- erasure -----------------------------------------------------------------------------
 
@@ -169,10 +176,10 @@ class UserKeys:
     # --- keys ----------------------------------------------------------------------------------
 
     def _current_key(self, user_id: str) -> _DataKey:
+        key = self._warm(user_id)
+        if key is not None:
+            return key
         now = self._clock()
-        if self._warm(user_id):
-            with self._lock:
-                return self._current[user_id]
         name = key_name(user_id)
         created = self._key_identity(name, create=True)
         answer = self._call(self._client.secrets.transit.generate_data_key, name=name, key_type="plaintext",
@@ -188,13 +195,12 @@ class UserKeys:
         name = key_name(user_id)
         if not sealed.key_id.startswith(name + "@"):
             raise Tampered("the value was sealed with another user's key")
-        now = self._clock()
-        with self._lock:
-            key = self._opened.get(sealed.wrapped_key)
-        if key is not None and key.key_id == sealed.key_id and now - key.made_at < self._ttl:
+        key = self._cached(sealed)
+        if key is not None:
             self.hits += 1
             return key
         self.misses += 1
+        now = self._clock()
         created = self._key_identity(name, create=False)
         if created is None or sealed.key_id != f"{name}@{created}":
             raise Erased("the user's key was destroyed; values sealed before are erased")

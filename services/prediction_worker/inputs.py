@@ -29,7 +29,7 @@ from datetime import date, timedelta
 import numpy as np
 
 from prediction_worker.science.series import MINUTES_PER_DAY as DAY_MINUTES
-from prediction_worker.science.series import MinuteSeries, local_days, qualifying_days
+from prediction_worker.science.series import DayLayout, MinuteSeries, local_days, qualifying_days
 from prediction_worker.science.wear import (
     NONWEAR,
     NONWEAR_METHODS,
@@ -100,30 +100,11 @@ def _merged(tracks: list[np.ndarray]) -> np.ndarray | None:
     return merged
 
 
-@dataclass(frozen=True)
-class _Days:
-    """The window's minutes laid out as whole local days (``science.series.local_days``'s layout)."""
-
-    first: int   # local days since 1970-01-01 of row 0
-    lead: int    # minutes of row 0 before the window starts
-    count: int
-
-    @classmethod
-    def of(cls, window: UserWindow) -> _Days:
-        local_start = window.start_minute + window.utc_offset_minutes
-        first, lead = divmod(local_start, DAY_MINUTES)
-        return cls(first, lead, -(-(lead + WINDOW_MINUTES) // DAY_MINUTES))
-
-    def fold(self, values: np.ndarray, fill: float | bool = np.nan) -> np.ndarray:
-        padded = np.full(self.count * DAY_MINUTES, fill, dtype=values.dtype)
-        padded[self.lead:self.lead + values.size] = values
-        return padded.reshape(self.count, DAY_MINUTES)
-
-    def present(self, values: np.ndarray | None) -> np.ndarray:
-        """Minutes with data per day (0 for every day when ``values`` is None)."""
-        if values is None:
-            return np.zeros(self.count, dtype=np.int64)
-        return self.fold(~np.isnan(values), False).sum(axis=1)
+def _present(layout: DayLayout, values: np.ndarray | None) -> np.ndarray:
+    """Minutes with data per local day (0 for every day when ``values`` is None)."""
+    if values is None:
+        return np.zeros(layout.count, dtype=np.int64)
+    return layout.fold(~np.isnan(values), False).sum(axis=1)
 
 
 def movement(window: UserWindow, nonwear: str = DEFAULT_NONWEAR) -> Movement:
@@ -151,10 +132,10 @@ def movement(window: UserWindow, nonwear: str = DEFAULT_NONWEAR) -> Movement:
             heart_rate |= np.nan_to_num(measures[HR_WEIGHT]) > 0
     activity, raw_steps = _merged(worn), _merged(steps_tracks)
 
-    layout = _Days.of(window)
-    activity_worn = layout.present(activity)
-    has_counts = layout.present(_merged(raw) if len(raw) > 1 else (raw[0] if raw else None)) > 0
-    has_steps = layout.present(raw_steps) > 0
+    layout = DayLayout.of(window.start_minute, window.utc_offset_minutes, WINDOW_MINUTES)
+    activity_worn = _present(layout, activity)
+    has_counts = _present(layout, _merged(raw)) > 0
+    has_steps = _present(layout, raw_steps) > 0
     steps = None
     step_worn = np.zeros(layout.count, dtype=np.int64)
     step_rules = np.full(layout.count, RULE_NONE)

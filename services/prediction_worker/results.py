@@ -41,6 +41,7 @@ from prediction_worker.science.sleep import (
     StageInterval,
     cole_kripke,
     sleep_nights,
+    unscored,
 )
 from prediction_worker.science.wear import HEART_RATE_OVERRIDE_METHOD, VALID_DAY_METHOD
 from prediction_worker.window import (
@@ -117,10 +118,9 @@ def covered_minutes(steps: np.ndarray, activity: np.ndarray) -> int:
 
 def _unscorable(classes: frozenset[str]) -> dict[str, Any]:
     named = ", ".join(sorted(classes))
-    return {"method": COLE_KRIPKE_METHOD, "input": "activity_count", "coverage": 0.0,
-            "refused": (f"Cole–Kripke is validated on ActiGraph-compatible counts; these counts come from "
-                        f"devices of class {named} (an upload names its class in device.activity_counts)"),
-            "scored_minutes": 0, "sleep_minutes": 0, "wake_minutes": 0}
+    return {"method": COLE_KRIPKE_METHOD, "input": "activity_count"} | unscored(
+        0.0, f"Cole–Kripke is validated on ActiGraph-compatible counts; these counts come from devices of "
+             f"class {named} (an upload names its class in device.activity_counts)")
 
 
 def week_blocks(window: UserWindow, computed_at: datetime, nonwear: str = DEFAULT_NONWEAR,
@@ -176,19 +176,13 @@ def finite_block(group: str, block: dict[str, Any]) -> dict[str, Any]:
 
 
 def finite_prediction(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with every block through ``finite_block``, and a PAT block with a non-finite
-    embedding replaced by its refusal."""
+    """The record with every metric block through ``finite_block``. (The PAT block and head scores
+    are checked where they are made, in ``prediction_worker.model``.)"""
     for name in ("circadian", "cosinor", "scored_sleep"):
         if record[name] is not None:
             record[name] = finite_block(name, record[name])
     for name in ("daily_activity", "sleep_nights", "naps"):
         record[name] = [finite_block(name, entry) for entry in record[name]]
-    pat = record["pat"]
-    if pat is not None and (_non_finite(pat["coverage"]) or any(not math.isfinite(v) for v in pat["embedding"])):
-        metrics.METRIC_ERRORS.labels("pat_non_finite").inc()
-        log.error("PAT block holds non-finite numbers; left out", extra={"model_id": pat["model_id"]})
-        record["pat"], record["pat_unavailable"] = None, "the encoder produced non-finite numbers"
-    record["clinical_scores"] = [s for s in record["clinical_scores"] if math.isfinite(s["score"])]
     return record
 
 

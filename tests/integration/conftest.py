@@ -11,13 +11,26 @@ import pytest
 
 from circadia.config import resolve
 from circadia.devkeys import DevIssuer
+from circadia.devstack.openbao import LocalOpenBao
 from ingest_gateway.app import Gateway, create_app
 from ingest_gateway.settings import IngestSettings
+from tests.conftest import free_port
 from tests.servers import serving
 
 GENEROUS = "10000/minute"
 
 Launcher = Callable[..., AbstractContextManager[httpx.Client]]
+
+
+@pytest.fixture(scope="module")
+def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOpenBao]:
+    """A real OpenBao dev server (KV v2 and transit) on a free port, for the module."""
+    server = LocalOpenBao(tmp_path_factory.mktemp("openbao"), port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

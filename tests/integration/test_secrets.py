@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,16 +20,6 @@ from tests.conftest import free_port
 from tests.integration.conftest import Launcher
 
 SERVICE_PATH = "circadia/ingest-gateway"
-
-
-@pytest.fixture(scope="module")
-def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOpenBao]:
-    server = LocalOpenBao(tmp_path_factory.mktemp("openbao"), port=free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ tampering, erasure (and a fresh key after it), the caches, and OpenBao down."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import hvac
 import pytest
@@ -14,16 +13,6 @@ from circadia.userkeys import Erased, KeysUnavailable, Tampered, UserKeys, key_n
 from tests.conftest import free_port
 
 TOPIC = "health.samples.v1"
-
-
-@pytest.fixture(scope="module")
-def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOpenBao]:
-    server = LocalOpenBao(tmp_path_factory.mktemp("openbao"), port=free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -51,14 +51,31 @@ def present_fraction(values: np.ndarray) -> float:
     return float(np.count_nonzero(~np.isnan(values)) / values.size) if values.size else 0.0
 
 
+@dataclass(frozen=True)
+class DayLayout:
+    """Where the minutes of a series fall in whole local days: row k is local day ``first + k``, and
+    the series starts ``lead`` minutes into row 0."""
+
+    first: int
+    lead: int
+    count: int
+
+    @classmethod
+    def of(cls, start_minute: int, utc_offset_minutes: int, minutes: int) -> DayLayout:
+        first, lead = divmod(start_minute + utc_offset_minutes, MINUTES_PER_DAY)
+        return cls(first, lead, -(-(lead + minutes) // MINUTES_PER_DAY))
+
+    def fold(self, values: np.ndarray, fill: float | bool = np.nan) -> np.ndarray:
+        """``values`` padded with ``fill`` to whole local days, one row per day."""
+        padded = np.full(self.count * MINUTES_PER_DAY, fill, dtype=values.dtype)
+        padded[self.lead:self.lead + values.size] = values
+        return padded.reshape(self.count, MINUTES_PER_DAY)
+
+
 def local_days(series: MinuteSeries) -> LocalDays:
     """Pad the series with NaN to whole local days and fold it into one row per day."""
-    local_start = series.start_minute + series.utc_offset_minutes
-    first_day, lead = divmod(local_start, MINUTES_PER_DAY)
-    n_days = -(-(lead + series.values.size) // MINUTES_PER_DAY)
-    padded = np.full(n_days * MINUTES_PER_DAY, np.nan)
-    padded[lead:lead + series.values.size] = series.values
-    return LocalDays(first_day=first_day, values=padded.reshape(n_days, MINUTES_PER_DAY))
+    layout = DayLayout.of(series.start_minute, series.utc_offset_minutes, series.values.size)
+    return LocalDays(first_day=layout.first, values=layout.fold(series.values))
 
 
 def qualifying_days(days: np.ndarray) -> np.ndarray:

@@ -124,13 +124,13 @@ def cole_kripke(series: MinuteSeries) -> dict:
     """
     summary = {"method": COLE_KRIPKE_METHOD, "input": series.input}
     if series.input != "activity_count":
-        return summary | _unscored(0.0, f"Cole–Kripke is validated on wrist activity counts, "
+        return summary | unscored(0.0, f"Cole–Kripke is validated on wrist activity counts, "
                                         f"not {series.input}; nothing scored")
     scores = cole_kripke_scores(series.values)
     scored = int(np.count_nonzero(~np.isnan(scores)))
     coverage = scored / series.values.size if series.values.size else 0.0
     if scored < MIN_SCORED_MINUTES:
-        return summary | _unscored(coverage, f"only {scored} minute(s) can be scored (the minute "
+        return summary | unscored(coverage, f"only {scored} minute(s) can be scored (the minute "
                                              f"and its 4 before / 2 after present); "
                                              f"at least {MIN_SCORED_MINUTES} are needed")
     sleep = int(np.count_nonzero(scores == 1.0))
@@ -140,7 +140,8 @@ def cole_kripke(series: MinuteSeries) -> dict:
     }
 
 
-def _unscored(coverage: float, reason: str) -> dict:
+def unscored(coverage: float, reason: str) -> dict:
+    """The minute totals of a Cole–Kripke summary that scored nothing, with the reason."""
     return {"coverage": coverage, "refused": reason,
             "scored_minutes": 0, "sleep_minutes": 0, "wake_minutes": 0}
 
