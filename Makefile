@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test up down status demo install lock clean fuzz openapi bench fetch-pat pat-fixture lint audit secrets-baseline
+.PHONY: run test up down status demo install lock clean fuzz openapi schemas-archive bench fetch-pat pat-fixture lint audit secrets-baseline
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/upload_body.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.local/fuzz/ \
 		.local/fuzz/corpus fuzz/seeds
 
+## make schemas-archive: keep every earlier version of each schema (from git history) in
+## schemas/archive/, so records written with it stay readable; run after changing a schema
+schemas-archive: $(STAMP)
+	$(BIN)/python tools/schemas/archive.py
+
 ## make openapi: regenerate the ingest API document from the models
 openapi: $(STAMP)
 	$(BIN)/python -m ingest_gateway.openapi > services/ingest_gateway/openapi.json
@@ -88,6 +93,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.worker_restart
 	$(BIN)/python -m bench.worker_restart --static-membership
 	$(BIN)/python -m bench.userkeys
+	$(BIN)/python -m bench.sealing
 
 ## make fetch-pat URL=<link from the PAT authors' README> OUT=.local/pat/PAT-L.h5 [SHA256=<hex>]
 ## downloads published PAT weights (CC BY 4.0) and verifies or prints their sha256

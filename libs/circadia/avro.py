@@ -5,6 +5,11 @@ writer's schema travels as the SHA-256 fingerprint of its Parsing Canonical Form
 ``avro.schema.fingerprint`` header, and readers resolve it against the schemas in
 ``schemas/``. ``schemas/`` is the single source of truth: code loads schemas, never
 re-declares them.
+
+``schemas/archive/`` keeps every earlier version of each schema (``make schemas-archive`` adds
+the versions in git history; a test fails while one is missing). They are writer schemas only:
+records written before an evolution (still on a topic, or from a replica not yet upgraded during
+a rolling upgrade) are read through them into the current schema, and nothing writes with them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from fastavro.validation import validate
 
 from circadia.paths import schemas_dir
 
+ARCHIVE = "archive"  # earlier versions of the schemas, as writer schemas (module docstring)
 HEADER_FINGERPRINT = "avro.schema.fingerprint"
 HEADER_SCHEMA_NAME = "avro.schema.name"
 HEADER_CONTENT_TYPE = "content-type"
@@ -99,11 +105,12 @@ class AvroSchema:
         """Write schemaless without the separate validation pass, for records that code builds
         from values it has already checked (the ingest gateway's uploads: the pass costs more
         than the write). The strict writer still refuses a value of the wrong type, a symbol
-        outside its enum, a missing field and a field the schema lacks; it does not check that
-        an ``int`` fits 32 bits."""
+        outside its enum, a missing field without a default and a field the schema lacks (a
+        missing field with a default is written as its default); it does not check that an
+        ``int`` fits 32 bits."""
         buffer = io.BytesIO()
         try:
-            fastavro.schemaless_writer(buffer, self.parsed, record, strict=True)
+            fastavro.schemaless_writer(buffer, self.parsed, record, strict_allow_default=True)
         except (ValueError, TypeError, KeyError) as exc:
             raise AvroValidationError(self.name, [str(exc)]) from None
         return buffer.getvalue()
@@ -119,9 +126,11 @@ class AvroSchema:
 class SchemaSet:
     """All schemas of ``schemas/``, addressable by full name and by fingerprint."""
 
-    def __init__(self, schemas: Iterable[AvroSchema]) -> None:
+    def __init__(self, schemas: Iterable[AvroSchema], earlier: Iterable[AvroSchema] = ()) -> None:
         self._by_name: dict[str, AvroSchema] = {}
         self._by_fingerprint: dict[str, AvroSchema] = {}
+        for schema in earlier:  # writer schemas only: never addressable by name
+            self._by_fingerprint[schema.fingerprint] = schema
         for schema in schemas:
             if schema.name in self._by_name:
                 raise ValueError(f"schema {schema.name} defined twice: {schema.path}")
@@ -131,10 +140,16 @@ class SchemaSet:
     @classmethod
     def load(cls, directory: Path | None = None) -> SchemaSet:
         root = directory or schemas_dir()
-        files = sorted(root.rglob("*.avsc"))
+        archive = root / ARCHIVE
+        files = sorted(path for path in root.rglob("*.avsc") if archive not in path.parents)
         if not files:
             raise FileNotFoundError(f"no .avsc files under {root}")
-        return cls(AvroSchema.from_file(path) for path in files)
+        return cls((AvroSchema.from_file(path) for path in files),
+                   (AvroSchema.from_file(path) for path in sorted(archive.glob("*.avsc"))))
+
+    def fingerprints(self) -> set[str]:
+        """Every writer schema this set reads: the current ones and the archived versions."""
+        return set(self._by_fingerprint)
 
     def __getitem__(self, name: str) -> AvroSchema:
         return self._by_name[name]

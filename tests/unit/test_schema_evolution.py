@@ -15,9 +15,10 @@ import avro.schema
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
+from circadia.avro import ARCHIVE, AvroSchema, SchemaSet
 from circadia.paths import PROJECT_ROOT, schemas_dir
 
-SCHEMA_FILES = sorted(schemas_dir().rglob("*.avsc"))
+SCHEMA_FILES = sorted(path for path in schemas_dir().rglob("*.avsc") if schemas_dir() / ARCHIVE not in path.parents)
 
 
 def _git(*args: str, root: Path = PROJECT_ROOT) -> str:
@@ -61,6 +62,31 @@ def test_schema_is_compatible_with_every_earlier_version(path: Path) -> None:
     for commit, earlier in earlier_versions(path):
         assert not incompatibilities(current, earlier), f"{path.name} cannot read data from {commit[:10]}"
         assert not incompatibilities(earlier, current), f"{path.name} at {commit[:10]} cannot read new data"
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.name)
+def test_every_earlier_version_is_a_known_writer(path: Path, tmp_path: Path) -> None:
+    """A record written with any earlier version (still on a topic, or from a replica not yet
+    upgraded) decodes: its fingerprint is in the archive (``make schemas-archive``)."""
+    known = SchemaSet.load().fingerprints()
+    for commit, earlier in earlier_versions(path):
+        copy = tmp_path / f"{commit}.avsc"
+        copy.write_text(earlier)
+        assert AvroSchema.from_file(copy).fingerprint in known, (
+            f"{path.name} at {commit[:10]} is not in schemas/{ARCHIVE}/: run make schemas-archive")
+
+
+def test_a_record_of_an_earlier_version_reads_into_the_current_schema() -> None:
+    schemas = SchemaSet.load()
+    current = schemas["io.circadia.health.HealthUpload"]
+    archived = [p for p in (schemas_dir() / ARCHIVE).glob("io.circadia.health.HealthUpload-*.avsc")]
+    assert archived, "no earlier HealthUpload version archived"
+    for path in archived:
+        old = AvroSchema.from_file(path)
+        record = {"upload_id": "7c8f3c9e-2f4b-4a51-9d55-1d0f5c2b8a10", "user_id": "u", "received_at": 0,
+                  "device": {"id": "d", "model": "m", "os": "o"}, "samples": []}
+        decoded = schemas.decode(old.write(record), old.headers(), current, logical=False)
+        assert decoded["device"]["id"] == "d" and decoded["sealed"] is None
 
 
 BASE = '{"type": "record", "name": "R", "fields": [%s]}'
