@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CIRCADIA_", extra="ignore", frozen=True)
 
     # names of the secrets this service reads through circadia.secrets
-    SECRETS: ClassVar[tuple[str, ...]] = ("kafka_sasl_password", "sentry_dsn")
+    SECRETS: ClassVar[tuple[str, ...]] = ("kafka_sasl_password", "sentry_dsn", "user_keys_token")
 
     env: Literal["development", "production"] = "production"
     debug: bool = Field(default=False, description="Verbose diagnostics; refused in production.")
@@ -73,6 +73,14 @@ class ServiceSettings(BaseSettings):
     vault_path: str | None = Field(default=None, description="KV v2 path; default circadia/<service>.")
     vault_role_id: str | None = Field(default=None,
                                       description="AppRole role id (its secret id is the vault_secret_id secret).")
+    user_keys_addr: str | None = Field(
+        default=None, description="OpenBao/Vault URL of the transit engine holding each user's key "
+        "(crypto-shredding; the user_keys_token secret authenticates). Required in production; unset in "
+        "development: records are written in plaintext.")
+    user_keys_mount: str = "transit"
+    user_keys_cache_seconds: float = Field(default=3600.0, gt=0,
+                                           description="How long data keys stay cached and in use.")
+    user_keys_timeout_seconds: float = Field(default=2.0, gt=0, description="Per request to the key service.")
 
     def problems(self, secrets: Mapping[str, Secret | None]) -> list[str]:
         """Every unsafe or inconsistent setting; in production each one stops the service."""
@@ -83,6 +91,9 @@ class ServiceSettings(BaseSettings):
         if sasl and secrets.get("kafka_sasl_password") is None:
             found.append("the kafka_sasl_password secret is missing (CIRCADIA_KAFKA_SASL_PASSWORD, "
                          f"{self.secrets_dir}/kafka_sasl_password or Vault)")
+        if self.user_keys_addr and secrets.get("user_keys_token") is None:
+            found.append("CIRCADIA_USER_KEYS_ADDR is set but the user_keys_token secret is missing "
+                         f"(CIRCADIA_USER_KEYS_TOKEN, {self.secrets_dir}/user_keys_token or Vault)")
         if self.env != "production":
             return found
         if self.debug:
@@ -90,6 +101,11 @@ class ServiceSettings(BaseSettings):
         if self.kafka_security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
             found.append(f"CIRCADIA_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} sends data in plaintext; "
                          "production requires SASL_SSL or SSL")
+        if not self.user_keys_addr:
+            found.append("CIRCADIA_USER_KEYS_ADDR is unset: production seals each user's data with the user's "
+                         "own key (erasure by crypto-shredding) and needs the key service")
+        elif not self.user_keys_addr.startswith("https://"):
+            found.append("CIRCADIA_USER_KEYS_ADDR is not https://: data keys would cross the network in plaintext")
         for name, secret in secrets.items():
             if secret is None:
                 continue

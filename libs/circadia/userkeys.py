@@ -33,18 +33,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hvac
 import requests
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hvac.exceptions import InvalidPath, InvalidRequest, VaultError
+
+if TYPE_CHECKING:
+    from circadia.config import ServiceConfig
+    from circadia.secrets import Secret
+
+log = logging.getLogger(__name__)
 
 FORMAT = b"circadia-seal/v1"
 NONCE_BYTES = 12
@@ -131,6 +138,12 @@ class UserKeys:
             return self.seal(user_id, topic, plaintext)
         return await asyncio.to_thread(self.seal, user_id, topic, plaintext)
 
+    def open_cached(self, user_id: str, topic: str, sealed: Sealed) -> bytes | None:
+        """``open`` when the data key is cached (no request to OpenBao), else None."""
+        if self._cached(sealed) is None:
+            return None
+        return self.open(user_id, topic, sealed)
+
     async def open_async(self, user_id: str, topic: str, sealed: Sealed) -> bytes:
         """``open`` for an event loop: inline when the data key is cached, else in a worker thread."""
         if self._cached(sealed) is not None:
@@ -150,6 +163,10 @@ class UserKeys:
             key = self._opened.get(sealed.wrapped_key)
         fresh = key is not None and key.key_id == sealed.key_id and self._clock() - key.made_at < self._ttl
         return key if fresh else None
+
+    def use_token(self, token: str | None) -> None:
+        """Authenticate later requests with ``token`` (a rotated secret)."""
+        self._client.token = token or ""
 
     # --- erasure -----------------------------------------------------------------------------
 
@@ -243,6 +260,28 @@ class UserKeys:
             raise _Refused(str(exc)) from exc
         except (VaultError, requests.RequestException) as exc:
             raise KeysUnavailable(f"OpenBao transit: {type(exc).__name__}: {exc}") from exc
+
+
+def from_config(config: ServiceConfig) -> UserKeys | None:
+    """The service's key layer (``CIRCADIA_USER_KEYS_*``, the ``user_keys_token`` secret), or None
+    when no key service is configured (development only: production refuses to start without)."""
+    settings = config.settings
+    if not settings.user_keys_addr:
+        log.warning("no key service (CIRCADIA_USER_KEYS_ADDR): records are written and read in plaintext",
+                    extra={"service": config.service})
+        return None
+    client = hvac.Client(url=settings.user_keys_addr, token=config.secret("user_keys_token"),
+                         timeout=settings.user_keys_timeout_seconds)
+    cache = settings.user_keys_cache_seconds
+    return UserKeys(client, mount=settings.user_keys_mount, ttl=cache, rotate_after=cache)
+
+
+def token_rotation(keys: UserKeys | None) -> Callable[[Secret | None], Awaitable[None]]:
+    """A ``SecretWatcher`` callback applying a rotated ``user_keys_token``."""
+    async def rotate(secret: Secret | None) -> None:
+        if keys is not None:
+            keys.use_token(secret.value if secret is not None else None)
+    return rotate
 
 
 class _Missing(Exception):

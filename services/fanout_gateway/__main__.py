@@ -22,6 +22,8 @@ from circadia.logs import configure_logging
 from circadia.redis_client import connection_pool, password_rotation
 from circadia.secrets import SecretWatcher
 from circadia.tracing import configure_tracing
+from circadia.userkeys import from_config as user_keys_from_config
+from circadia.userkeys import token_rotation
 from fanout_gateway.feed import PredictionFeed
 from fanout_gateway.history import UserHistory
 from fanout_gateway.records import Renderer
@@ -35,7 +37,8 @@ SERVICE = "fanout-gateway"
 async def run(config: ServiceConfig) -> None:
     settings: FanoutSettings = config.settings
     schemas = SchemaSet.load()
-    renderer = Renderer(schemas, schemas[PREDICTION_SCHEMA])
+    keys = user_keys_from_config(config)
+    renderer = Renderer(schemas, schemas[PREDICTION_SCHEMA], keys)
     pool = connection_pool(settings, password=config.secret("redis_password"))
     redis = aioredis.Redis(connection_pool=pool)
     feed_ready = asyncio.Event()
@@ -64,6 +67,7 @@ async def run(config: ServiceConfig) -> None:
     watcher.on_change("kafka_sasl_password", lambda secret: feed.reconnect(
         client_security(replace(config, secrets={**config.secrets, "kafka_sasl_password": secret}))))
     watcher.on_change("sentry_dsn", dsn_rotation(SERVICE, settings.env))
+    watcher.on_change("user_keys_token", token_rotation(keys))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

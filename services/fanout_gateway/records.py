@@ -11,6 +11,11 @@ what keeps a replica's work proportional to its own users.
 
 A writer schema whose first fields are not the head (a future evolution that reorders
 them) is read with the full decoder instead: slower, never wrong.
+
+Sealed results (``circadia.sealing``) keep the head readable, so the owner's work is unchanged;
+rendering opens them. ``render`` opens inline with a data key cached here and raises ``ColdKey``
+otherwise (a sync caller then asks ``render_async``, which fetches the key from OpenBao); a result
+of an erased user raises ``ErasedRecord`` and is never rendered.
 """
 
 from __future__ import annotations
@@ -21,12 +26,26 @@ from typing import Any
 import orjson
 
 from circadia.avro import HEADER_FINGERPRINT, AvroSchema, Headers, SchemaSet, UnknownSchemaError, header
+from circadia.sealing import RecordSeal
+from circadia.topics import PREDICTIONS
+from circadia.userkeys import Erased, Tampered, UserKeys
 
 HEAD = (("prediction_id", "string"), ("user_id", "string"), ("source_upload_ids", "array"))
+# what stays readable of a sealed result (the worker seals with the same routing fields)
+ROUTING = ("prediction_id", "user_id", "source_upload_ids", "computed_at", "code_version")
 
 
 class UnreadableRecord(ValueError):
-    """The record's head cannot be read (truncated, unknown schema, bad text)."""
+    """The record cannot be read (truncated, unknown schema, bad text, a sealed content that does
+    not authenticate)."""
+
+
+class ErasedRecord(Exception):
+    """The result's user was erased: its content is gone for good."""
+
+
+class ColdKey(Exception):
+    """The result is sealed with a data key not cached here: ``render_async`` fetches it."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +59,11 @@ class Head:
 class Renderer:
     """Reads heads and renders whole results as JSON, for the schemas in ``schemas/``."""
 
-    def __init__(self, schemas: SchemaSet, expected: AvroSchema) -> None:
+    def __init__(self, schemas: SchemaSet, expected: AvroSchema, keys: UserKeys | None = None) -> None:
         self._schemas = schemas
         self._expected = expected
+        self._keys = keys
+        self._seal = RecordSeal(schemas, expected, PREDICTIONS, ROUTING)
         self._head_first: dict[str, bool] = {}  # fingerprint → its first fields are HEAD
 
     def head(self, value: bytes, headers: Headers) -> Head:
@@ -71,8 +92,29 @@ class Renderer:
             raise UnreadableRecord(f"record undecodable: {exc!r}") from exc
 
     def render(self, fingerprint: str, value: bytes) -> str:
-        """The result as JSON (RFC 3339 times, UUIDs as text), as clients receive it."""
-        return orjson.dumps(self.decode(fingerprint, value)).decode()
+        """The result as JSON (RFC 3339 times, UUIDs as text), as clients receive it; ``ColdKey``
+        when it is sealed with a data key not cached here."""
+        record = self.decode(fingerprint, value)
+        try:
+            content = self._seal.open_cached(self._keys, record)
+        except Erased as exc:
+            raise ErasedRecord(str(exc)) from exc
+        except (Tampered, UnknownSchemaError) as exc:
+            raise UnreadableRecord(f"sealed result refused: {exc}") from exc
+        if content is None:
+            raise ColdKey(record["user_id"])
+        return _json(content)
+
+    async def render_async(self, fingerprint: str, value: bytes) -> str:
+        """``render``, fetching the data key when it is not cached (``KeysUnavailable`` when the
+        key service cannot be reached)."""
+        record = self.decode(fingerprint, value)
+        try:
+            return _json(await self._seal.open(self._keys, record))
+        except Erased as exc:
+            raise ErasedRecord(str(exc)) from exc
+        except (Tampered, UnknownSchemaError) as exc:
+            raise UnreadableRecord(f"sealed result refused: {exc}") from exc
 
     def _is_head_first(self, fingerprint: str) -> bool:
         known = self._head_first.get(fingerprint)
@@ -86,6 +128,11 @@ class Renderer:
                 _kind(fields[2]["type"].get("items")) == "string"
             self._head_first[fingerprint] = known
         return known
+
+
+def _json(record: dict[str, Any]) -> str:
+    record.pop("sealed", None)  # null on every result a client sees
+    return orjson.dumps(record).decode()
 
 
 def _kind(schema: Any) -> str | None:

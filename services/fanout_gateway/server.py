@@ -39,6 +39,7 @@ from websockets.http11 import Request, Response
 from circadia.auth import FirebaseTokenVerifier, InvalidTokenError, VerifiedToken
 from circadia.http import add_to, request_id_from
 from circadia.tracing import context_from_headers, context_from_traceparent
+from circadia.userkeys import KeysUnavailable
 from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
 from fanout_gateway.history import Entry, HistoryUnavailable, Publication, UserHistory, prediction_message
@@ -49,8 +50,9 @@ from fanout_gateway.protocol import (
     CLOSE_REPLACED,
     CLOSE_SLOW,
     GOING_AWAY,
+    TRY_AGAIN_LATER,
 )
-from fanout_gateway.records import Renderer, UnreadableRecord
+from fanout_gateway.records import ColdKey, ErasedRecord, Renderer, UnreadableRecord
 from fanout_gateway.registry import ConnectionRegistry
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ tracer = trace.get_tracer("fanout_gateway")
 
 STREAM_PATH = "/v1/stream"
 _RENDERED, _UNDECODABLE = metrics.RENDERED.labels("rendered"), metrics.RENDERED.labels("undecodable")
+_ERASED, _COLD = metrics.RENDERED.labels("erased"), metrics.RENDERED.labels("cold_key")
 _SEND_ATTRIBUTES = {"network.protocol.name": "websocket", "circadia.fanout.path": STREAM_PATH}
 
 
@@ -225,8 +228,12 @@ class FanoutServer:
         if not connections:
             return  # the last connection left before the unsubscribe took effect
         publication = Publication.parse(payload)
-        text = self._render(publication.partition, publication.offset, publication.epoch,
-                            publication.fingerprint, publication.record)
+        try:
+            text = self._render(publication.partition, publication.offset, publication.epoch,
+                                publication.fingerprint, publication.record)
+        except ColdKey:
+            self._warm(user_id, publication)
+            return
         if text is None:
             return
         context = context_from_traceparent(publication.traceparent) if publication.traceparent else None
@@ -243,7 +250,14 @@ class FanoutServer:
             connections = self.registry.lookup(message.user_id)
             if not connections:
                 continue
-            text = self._render(message.partition, message.offset, None, message.head.fingerprint, message.value)
+            try:
+                text = self._render(message.partition, message.offset, None, message.head.fingerprint,
+                                    message.value)
+            except ColdKey:
+                # not fetched while Redis is down: the result reaches the user's connections when
+                # the feed records and publishes it once Redis is back
+                _COLD.inc()
+                continue
             if text is None:
                 continue
             metrics.DELIVERED_LOCALLY.inc()
@@ -252,24 +266,81 @@ class FanoutServer:
                 connection.push(item)
 
     def _render(self, partition: int, offset: int, epoch: str | None, fingerprint: str, record: bytes) -> str | None:
-        """The prediction message of a result, decoded once for all of the user's connections here."""
+        """The prediction message of a result, decoded once for all of the user's connections here;
+        None when it cannot be delivered (undecodable, erased); ``ColdKey`` when its data key must
+        be fetched first (``_render_async``)."""
         try:
             text = prediction_message(partition, offset, epoch, self._renderer.render(fingerprint, record))
-        except UnreadableRecord:
-            _UNDECODABLE.inc()
-            log.error("undecodable result not delivered", exc_info=True,
-                      extra={"partition": partition, "offset": offset})
+        except (UnreadableRecord, ErasedRecord) as exc:
+            self._not_rendered(partition, offset, exc)
             return None
         _RENDERED.inc()
         return text
 
-    def _pushes(self, entries: Sequence[Entry], epoch: str | None) -> list[Push]:
+    async def _render_async(self, partition: int, offset: int, epoch: str | None, fingerprint: str,
+                            record: bytes) -> str | None:
+        """``_render``, fetching a data key not cached here (``KeysUnavailable`` when it cannot be)."""
+        try:
+            text = prediction_message(partition, offset, epoch, await self._renderer.render_async(fingerprint, record))
+        except (UnreadableRecord, ErasedRecord) as exc:
+            self._not_rendered(partition, offset, exc)
+            return None
+        _RENDERED.inc()
+        return text
+
+    @staticmethod
+    def _not_rendered(partition: int, offset: int, exc: Exception) -> None:
+        if isinstance(exc, ErasedRecord):
+            _ERASED.inc()  # the user's data is gone: nothing to deliver, nothing failed
+            log.info("result of an erased user not delivered", extra={"partition": partition, "offset": offset})
+            return
+        _UNDECODABLE.inc()
+        log.error("undecodable result not delivered", exc_info=exc, extra={"partition": partition, "offset": offset})
+
+    async def _pushes(self, entries: Sequence[Entry], epoch: str | None,
+                      traced: dict[int, Context] | None = None) -> list[Push]:
+        """The entries as pushes; ``traced`` gives the trace of the entries that came live first."""
         pushes = []
         for entry in entries:
-            text = self._render(entry.partition, entry.offset, epoch, entry.fingerprint, entry.record)
+            text = await self._render_async(entry.partition, entry.offset, epoch, entry.fingerprint, entry.record)
             if text is not None:
-                pushes.append(Push(entry.partition, entry.offset, text))
+                context = traced.get(entry.offset) if traced else None
+                pushes.append(Push(entry.partition, entry.offset, text, context))
         return pushes
+
+    def _warm(self, user_id: str, publication: Publication) -> None:
+        """A live result sealed with a data key not cached here: the user's connections hold live
+        results back while the key is fetched, then each reads the history after what it has (which
+        holds this result), so order and exactly-once stay as they are."""
+        _COLD.inc()
+        held = []
+        for connection in tuple(self.registry.lookup(user_id)):
+            if connection.catch_up():
+                held.append(connection)
+            else:  # catching up already: read the history again once live
+                connection.resync_when_live = True
+
+        traced = {publication.offset: context_from_traceparent(publication.traceparent)} \
+            if publication.traceparent else None
+
+        async def fetch_then_bridge() -> None:
+            with contextlib.suppress(UnreadableRecord, ErasedRecord, KeysUnavailable):  # the bridge meets them
+                await self._renderer.render_async(publication.fingerprint, publication.record)
+            for connection in held:
+                if not connection.closing:
+                    await self._bridge(connection, traced)
+
+        task = asyncio.create_task(fetch_then_bridge())
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    @staticmethod
+    def _keys_unavailable(connection: Connection) -> None:
+        """A result the connection must get next cannot be opened (the key service is down): closed
+        with 1013, so the client resumes from its cursor later instead of skipping the result."""
+        metrics.HISTORY_ERRORS.inc()
+        log.warning("key service unavailable: connection closed to resume later", extra={"user": connection.user_id})
+        connection.close(TRY_AGAIN_LATER, "key service unavailable; resume later")
 
     def on_resubscribed(self, user_id: str) -> None:
         """The user's channel is subscribed again after a reconnect: what was published while
@@ -286,7 +357,7 @@ class FanoutServer:
         self._resyncs.add(task)
         task.add_done_callback(self._resyncs.discard)
 
-    async def _bridge(self, connection: Connection) -> None:
+    async def _bridge(self, connection: Connection, traced: dict[int, Context] | None = None) -> None:
         """Deliver what the history holds after the connection's last offset, then go live."""
         try:
             replay = await self._history.since(connection.user_id, connection.sent_offset)
@@ -297,13 +368,17 @@ class FanoutServer:
                         extra={"user": connection.user_id})
             connection.go_live([])
             return
-        if replay.complete:
-            metrics.RESYNCS.labels("bridged").inc()
-            connection.go_live(self._pushes(replay.entries, replay.epoch))
+        try:
+            if replay.complete:
+                metrics.RESYNCS.labels("bridged").inc()
+                connection.go_live(await self._pushes(replay.entries, replay.epoch, traced))
+                return
+            metrics.RESYNCS.labels("reset").inc()
+            connection.send(json.dumps({"type": "reset", "reason": "history does not reach the last delivery"}))
+            latest = await self._latest(connection.user_id)
+        except KeysUnavailable:
+            self._keys_unavailable(connection)
             return
-        metrics.RESYNCS.labels("reset").inc()
-        connection.send(json.dumps({"type": "reset", "reason": "history does not reach the last delivery"}))
-        latest = await self._latest(connection.user_id)
         connection.go_live(latest)
 
     async def _latest(self, user_id: str) -> list[Push]:
@@ -315,7 +390,7 @@ class FanoutServer:
         if found is None:
             return []
         entry, epoch = found
-        return self._pushes([entry], epoch)
+        return await self._pushes([entry], epoch)
 
     # --- one socket ---------------------------------------------------------------------------
 
@@ -408,14 +483,17 @@ class FanoutServer:
                     replay = await self._history.after(user_id, epoch, cursor["offset"])
                     if replay.complete:
                         metrics.RESUMES.labels("resumed").inc()
-                        return self._pushes(replay.entries, epoch), True
+                        return await self._pushes(replay.entries, epoch), True
                 metrics.RESUMES.labels("reset").inc()
                 connection.send(json.dumps({"type": "reset", "reason": "history does not reach the cursor"}))
             found = await self._history.latest(user_id)
             if found is None:
                 return [], False
             entry, epoch = found
-            return self._pushes([entry], epoch), False
+            return await self._pushes([entry], epoch), False
+        except KeysUnavailable:
+            self._keys_unavailable(connection)
+            return [], False
         except HistoryUnavailable:
             metrics.HISTORY_ERRORS.inc()
             log.warning("history unavailable: no catch-up for this connection", exc_info=True)

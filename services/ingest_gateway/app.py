@@ -44,9 +44,12 @@ from circadia.idempotency import (
 from circadia.kafka import client_security
 from circadia.ratelimit import RateDecision, RateLimit
 from circadia.redis_client import connection_pool, password_rotation, redis_answers
+from circadia.sealing import RecordSeal
 from circadia.secrets import SecretWatcher
 from circadia.topics import HEALTH_SAMPLES
 from circadia.tracing import current_trace_id
+from circadia.userkeys import KeysUnavailable, UserKeys, token_rotation
+from circadia.userkeys import from_config as user_keys_from_config
 from ingest_gateway import metrics
 from ingest_gateway.body import BodyLimits, check_declared_length, media_type, read_limited
 from ingest_gateway.errors import Rejection
@@ -59,6 +62,8 @@ from ingest_gateway.settings import IngestSettings
 log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+# what stays readable of a sealed upload (circadia.sealing): the idempotency key, the user, the time
+UPLOAD_ROUTING = ("upload_id", "user_id", "received_at")
 CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
@@ -71,6 +76,8 @@ class Gateway:
     publisher: UploadPublisher
     parsers: UploadParsers
     upload_schema: AvroSchema
+    keys: UserKeys | None  # None: no key service (development only), uploads stored in plaintext
+    seal: RecordSeal
     redis: aioredis.Redis
     ledger: UploadLedger
     user_limit: RateLimit
@@ -84,7 +91,9 @@ class Gateway:
         """``on_fatal``: called when Kafka, reached after start-up, turns out unable to hold the
         uploads the gateway's limits allow (the service's ``__main__`` stops the process)."""
         settings: IngestSettings = config.settings
-        prepared = Schemas.of(schemas or SchemaSet.load())
+        schemas = schemas or SchemaSet.load()
+        prepared = Schemas.of(schemas)
+        keys = user_keys_from_config(config)
         pool = connection_pool(settings, password=config.secret("redis_password"))
         redis = aioredis.Redis(connection_pool=pool)
         produce_timeout = settings.ingest_produce_timeout_seconds
@@ -98,6 +107,7 @@ class Gateway:
         watcher.on_change("kafka_sasl_password", lambda secret: publisher.reconnect(
             client_security(replace(config, secrets={**config.secrets, "kafka_sasl_password": secret}))))
         watcher.on_change("sentry_dsn", dsn_rotation("ingest-gateway", settings.env))
+        watcher.on_change("user_keys_token", token_rotation(keys))
         return cls(
             settings=settings,
             verifier=FirebaseTokenVerifier(
@@ -110,6 +120,8 @@ class Gateway:
                                   queue_limit=settings.ingest_parse_queue,
                                   wait_seconds=settings.ingest_parse_wait_seconds),
             upload_schema=prepared.upload,
+            keys=keys,
+            seal=RecordSeal(schemas, prepared.upload, HEALTH_SAMPLES, UPLOAD_ROUTING),
             redis=redis,
             # a pending claim outlives the longest produce, so a live request is never overtaken
             ledger=UploadLedger(redis, ttl_seconds=settings.ingest_idempotency_ttl_seconds,
@@ -208,7 +220,7 @@ class UploadHandler:
         return verified.user_id
 
     async def _publish_once(self, user_id: str, upload: PreparedUpload) -> JSONResponse:
-        upload_id, digest, accepted, value = upload.upload_id, upload.digest, upload.samples, upload.value
+        upload_id, digest, accepted = upload.upload_id, upload.digest, upload.samples
         try:
             outcome = await self._g.ledger.claim(user_id, upload_id, digest)
         except LedgerUnavailable as exc:
@@ -216,7 +228,7 @@ class UploadHandler:
             metrics.IDEMPOTENCY.labels("unchecked").inc()
             log.warning("idempotency ledger unavailable: publishing unchecked",
                         extra={"upload_id": upload_id, "error": str(exc)})
-            await self._publish(user_id, upload_id, value, idempotency=b"unchecked")
+            await self._publish(user_id, upload, idempotency=b"unchecked")
             return self._accepted(upload_id, accepted)
         if isinstance(outcome, Published):
             metrics.IDEMPOTENCY.labels("duplicate").inc()
@@ -233,7 +245,7 @@ class UploadHandler:
         if not isinstance(outcome, Claim):  # the ledger has no other outcome
             raise TypeError(f"unexpected idempotency outcome {outcome!r}")
         try:
-            partition, offset = await self._publish(user_id, upload_id, value, idempotency=b"ledger")
+            partition, offset = await self._publish(user_id, upload, idempotency=b"ledger")
         except Rejection:
             with contextlib.suppress(LedgerUnavailable):  # the pending claim expires by itself
                 await self._g.ledger.release(outcome)
@@ -253,7 +265,24 @@ class UploadHandler:
         return JSONResponse({"upload_id": upload_id, "accepted": accepted, "trace_id": current_trace_id()},
                             status_code=202)
 
-    async def _publish(self, user_id: str, upload_id: str, value: bytes, *, idempotency: bytes) -> tuple[int, int]:
+    async def _sealed(self, user_id: str, upload: PreparedUpload) -> bytes:
+        """The record to publish: sealed with the user's data key, or plaintext without a key service.
+        Nothing is stored unsealed because the key service is down: the client is asked to retry."""
+        if self._g.keys is None:
+            return upload.value
+        try:
+            return await self._g.seal.seal(self._g.keys, user_id, upload.value, {
+                "upload_id": upload.upload_id, "user_id": user_id, "received_at": upload.received_at})
+        except KeysUnavailable as exc:
+            log.error("upload not stored: the key service is unavailable: %s", exc,
+                      extra={"upload_id": upload.upload_id})
+            raise Rejection(503, "keys_unavailable", headers={"Retry-After": "5"}, errors=[{
+                "loc": [], "msg": "the upload was not stored (its encryption key could not be reached); "
+                                  "retry later"}]) from None
+
+    async def _publish(self, user_id: str, upload: PreparedUpload, *, idempotency: bytes) -> tuple[int, int]:
+        upload_id = upload.upload_id
+        value = await self._sealed(user_id, upload)
         # the aiokafka instrumentation adds the PRODUCER span and the traceparent header
         headers = self._g.upload_schema.headers() + [
             ("upload_id", upload_id.encode()), ("circadia.idempotency", idempotency)]

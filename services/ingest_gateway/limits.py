@@ -33,10 +33,17 @@ def _text_bytes(chars: int) -> int:
 
 
 # Everything of a HealthUpload but its samples: upload_id, user_id, received_at, the device's
-# three texts and its count class (an enum index of one byte), and the samples array's block count
-# and terminator.
+# three texts and its count class (an enum index of one byte), the samples array's block count
+# and terminator, and the null ``sealed`` union's index.
 RECORD_FIXED_BYTES = (_text_bytes(UUID_CHARS) + _text_bytes(MAX_SUBJECT_LENGTH) + MAX_VARINT
-                      + 3 * _text_bytes(MAX_TEXT_CHARS) + 1 + MAX_VARINT + 1)
+                      + 3 * _text_bytes(MAX_TEXT_CHARS) + 1 + MAX_VARINT + 1 + 1)
+# What sealing adds around that record (circadia.sealing): the envelope's routing fields (upload_id,
+# user_id, received_at), its placeholders (three empty texts, the class, an empty samples array: a
+# byte each), the ``sealed`` union's index, the key id and the wrapped data key (texts of at most
+# 256 characters: a key name and identity, a transit ciphertext), the 12-byte nonce, the 16-byte GCM
+# tag and the ciphertext's length, and the content schema's fingerprint (64 hex characters).
+SEAL_BYTES = (_text_bytes(UUID_CHARS) + _text_bytes(MAX_SUBJECT_LENGTH) + MAX_VARINT + 5 + 1
+              + 2 * _text_bytes(256) + (MAX_VARINT + 12) + (MAX_VARINT + 16) + _text_bytes(64))
 # The record's Kafka headers (schema name and fingerprint, content type, upload id, the
 # idempotency mark, traceparent and tracestate) with room to spare.
 HEADERS_BYTES = 2048
@@ -44,9 +51,9 @@ HEADERS_BYTES = 2048
 
 def upload_record_bound(max_samples: int) -> int:
     """The most bytes one record batch holding an upload of ``max_samples`` can take on the
-    wire before compression: key, Avro value, headers and the batch's own framing."""
+    wire before compression: key, Avro value (sealed), headers and the batch's own framing."""
     key = b"k" * (MAX_SUBJECT_LENGTH * UTF8_BYTES_PER_CHAR)
-    value_bytes = RECORD_FIXED_BYTES + max_samples * SAMPLE_BYTES
+    value_bytes = SEAL_BYTES + RECORD_FIXED_BYTES + max_samples * SAMPLE_BYTES
     framing = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, b"", [])
     return framing + value_bytes + HEADERS_BYTES + MAX_VARINT  # + the value length's varint
 

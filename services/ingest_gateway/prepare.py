@@ -55,6 +55,7 @@ class PreparedUpload:
     samples: int
     digest: str  # the idempotency digest of what is stored (UploadRequest.digest)
     value: bytes  # the io.circadia.health.HealthUpload record, Avro
+    received_at: datetime  # the record's received_at (a routing field of the sealed record)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def prepare(body: BodyToPrepare, schemas: Schemas) -> PreparedUpload:
         raise Rejection(422, "schema_violation",
                         errors=[{"loc": ["body"], "msg": problem} for problem in exc.problems]) from None
     return PreparedUpload(upload_id=str(upload.upload_id), body_user_id=upload.user_id,
-                          samples=len(upload.samples), digest=upload.digest(), value=value)
+                          samples=len(upload.samples), digest=upload.digest(), value=value,
+                          received_at=body.received_at)
 
 
 # --- the parser processes ------------------------------------------------------------------

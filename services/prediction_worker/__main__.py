@@ -14,6 +14,8 @@ from circadia.errors import dsn_rotation
 from circadia.logs import JsonFormatter, RepeatThrottle
 from circadia.secrets import Secret, SecretWatcher
 from circadia.tracing import configure_tracing
+from circadia.userkeys import UserKeys, token_rotation
+from circadia.userkeys import from_config as user_keys_from_config
 from prediction_worker.app import ModelStage, NoModel, broker_credentials, build_app
 from prediction_worker.settings import WorkerSettings
 
@@ -33,8 +35,9 @@ def main() -> None:
 
         model = PatModel.from_settings(settings)
     credentials = broker_credentials(settings, config.secret("kafka_sasl_password"))
-    app = build_app(settings, SchemaSet.load(), model, credentials)
-    watch_secrets(app, config, credentials)
+    keys = user_keys_from_config(config)
+    app = build_app(settings, SchemaSet.load(), model, credentials, keys=keys)
+    watch_secrets(app, config, credentials, keys)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,
@@ -53,13 +56,14 @@ def main() -> None:
     worker.execute_from_commandline()
 
 
-def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object) -> None:
+def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object, keys: UserKeys | None = None) -> None:
     """Rotated secrets without a restart: the Sentry DSN is applied as is; a new Kafka password
     goes into faust's credentials (every client it creates from now on uses it) and into its live
     producer's and consumer's clients, so every connection they open from now on authenticates
     with it. Open connections stay: the broker does not ask them to authenticate again."""
     watcher = SecretWatcher(config.resolver, config.secrets, config.settings.secret_refresh_seconds)
     watcher.on_change("sentry_dsn", dsn_rotation(SERVICE, config.settings.env))
+    watcher.on_change("user_keys_token", token_rotation(keys))
 
     async def rotate_kafka_password(secret: Secret | None) -> None:
         if isinstance(credentials, faust.SASLCredentials):

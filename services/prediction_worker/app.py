@@ -16,34 +16,35 @@ One user's slow model (up to its timeout) thus delays only that user's result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from faust.types import TableT
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from circadia.avro import AvroSchema, SchemaSet
 from circadia.deadletters import VALUE_OMITTED
 from circadia.kafka import COMPRESSION, PRODUCER_MAX_REQUEST_BYTES
+from circadia.sealing import RecordSeal
 from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, SAMPLES_MAX_MESSAGE_BYTES, TOPICS
 from circadia.tracing import context_from_headers
+from circadia.userkeys import Erased, KeysUnavailable, UserKeys
 from prediction_worker import metrics
 from prediction_worker.consumer import SafeConsumer
 from prediction_worker.inputs import movement
 from prediction_worker.recovery import SeekFirstTableManager
 from prediction_worker.results import ModelOutcome, build_prediction
 from prediction_worker.settings import WorkerSettings
+from prediction_worker.store import WindowStore
 from prediction_worker.weekly import WeekMetrics
-from prediction_worker.window import StateFormatError, UserWindow
+from prediction_worker.window import UserWindow
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("prediction_worker")
@@ -51,6 +52,9 @@ tracer = trace.get_tracer("prediction_worker")
 UPLOAD_SCHEMA = "io.circadia.health.HealthUpload"
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
 WINDOWS_TABLE = "user-windows"
+# what stays readable of sealed records (circadia.sealing)
+UPLOAD_ROUTING = ("upload_id", "user_id", "received_at")
+PREDICTION_ROUTING = ("prediction_id", "user_id", "source_upload_ids", "computed_at", "code_version")
 _PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
 T = TypeVar("T")
 
@@ -86,7 +90,7 @@ def transient(exc: BaseException) -> bool:
     failure) fails the same way every time, so it is never retried."""
     if isinstance(exc, KafkaError):
         return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
-    return isinstance(exc, TimeoutError | ConnectionError)
+    return isinstance(exc, TimeoutError | ConnectionError | KeysUnavailable)
 
 
 async def retrying(stage: str, action: Callable[[], Awaitable[T]], *, attempts: int, backoff: float) -> T:
@@ -112,51 +116,6 @@ class StageError(Exception):
         super().__init__(f"{stage}: {cause!r}")
         self.stage = stage
         self.cause = cause
-
-
-class WindowStore:
-    """Read-modify-write of users' windows in the faust table, one writer per user at a time."""
-
-    def __init__(self, table: TableT) -> None:
-        self._table = table
-        self._locks: dict[bytes, asyncio.Lock] = {}
-
-    @contextlib.asynccontextmanager
-    async def editing(self, user: bytes) -> AsyncIterator[UserWindow]:
-        """Yield the user's window; it is written back only if the block completes."""
-        lock = self._locks.setdefault(user, asyncio.Lock())
-        try:
-            async with lock:
-                window = self._read(user)
-                yield window
-                self._table[user] = window.to_bytes()
-        finally:
-            if not lock.locked():
-                self._locks.pop(user, None)
-
-    def _read(self, user: bytes) -> UserWindow:
-        raw = self._table.get(user)
-        if raw is None:
-            return UserWindow()
-        try:
-            return UserWindow.from_bytes(raw)
-        except StateFormatError:
-            metrics.STATE_RESETS.inc()
-            log.error("unreadable user window, starting afresh", exc_info=True, extra={"user": user.decode()})
-            return UserWindow()
-
-    def users_with_pending(self) -> set[bytes]:
-        """Users whose window holds uploads not yet reflected in a result (read from each
-        window's header; an unreadable window is left to its next upload, which resets it)."""
-        found = set()
-        for user, raw in self._table.items():  # no await in the loop: nothing changes the table
-            try:
-                if UserWindow.pending_in(raw):
-                    found.add(user)
-            except StateFormatError:
-                log.error("unreadable user window while looking for pending uploads", exc_info=True,
-                          extra={"user": user.decode(errors="replace")})
-        return found
 
 
 class DeadLetters:
@@ -224,11 +183,15 @@ class DeadLetters:
 
 class UploadProcessor:
     def __init__(self, settings: WorkerSettings, schemas: SchemaSet, store: WindowStore,
-                 predictions: faust.TopicT, dead_letters: DeadLetters, model: ModelStage) -> None:
+                 predictions: faust.TopicT, dead_letters: DeadLetters, model: ModelStage,
+                 keys: UserKeys | None = None) -> None:
         self._settings = settings
         self._schemas = schemas
         self._upload_schema: AvroSchema = schemas[UPLOAD_SCHEMA]
         self._prediction_schema: AvroSchema = schemas[PREDICTION_SCHEMA]
+        self._keys = keys  # None: no key service (development only), records in plaintext
+        self._uploads_seal = RecordSeal(schemas, self._upload_schema, HEALTH_SAMPLES, UPLOAD_ROUTING)
+        self._predictions_seal = RecordSeal(schemas, self._prediction_schema, PREDICTIONS, PREDICTION_ROUTING)
         self._store = store
         self._predictions = predictions
         self._dead_letters = dead_letters
@@ -267,7 +230,23 @@ class UploadProcessor:
             upload = self._schemas.decode(event.value, headers, self._upload_schema, logical=False)
         except Exception as exc:  # undecodable bytes take many exception types; all are permanent
             raise StageError("decode", exc) from exc
+        try:
+            upload = await retrying("open", partial(self._uploads_seal.open, self._keys, upload, logical=False),
+                                    attempts=self._settings.worker_publish_attempts,
+                                    backoff=self._settings.worker_retry_backoff_seconds)
+        except Erased:
+            # the user was erased after this upload was stored: it is gone, not failed
+            log.info("upload of an erased user: skipped", extra={"upload_id": str(upload["upload_id"])})
+            return "erased"
+        except Exception as exc:  # tampered, or the key service still down after the retries
+            raise StageError("open", exc) from exc
         user, upload_id = upload["user_id"].encode(), str(upload["upload_id"])
+        try:
+            return await self._apply_to_window(user, upload_id, upload)
+        except KeysUnavailable as exc:  # the window could not be opened or sealed: nothing was written
+            raise StageError("window", exc) from exc
+
+    async def _apply_to_window(self, user: bytes, upload_id: str, upload: dict[str, Any]) -> str:
         async with self._store.editing(user) as window:
             if window.holds(upload_id):
                 log.info("upload already applied, skipped", extra={"upload_id": upload_id})
@@ -386,6 +365,14 @@ class UploadProcessor:
                 value = self._prediction_schema.write(record)
             except Exception as exc:  # a result the schema refuses is a bug, not a retry
                 raise StageError("encode", exc) from exc
+        if self._keys is not None:
+            try:
+                value = await self._predictions_seal.seal(self._keys, user.decode(), value, record)
+            except KeysUnavailable:
+                metrics.PUBLISH_FAILURES.inc()
+                log.error("result not sealed (key service unavailable); uploads stay pending", exc_info=True,
+                          extra={"pending": len(window.pending)})
+                return
         # the aiokafka instrumentation adds the PRODUCER span and the traceparent header
         headers = self._prediction_schema.headers() + [("prediction_id", record["prediction_id"].encode())]
 
@@ -422,14 +409,19 @@ class UploadProcessor:
             self.rescan_needed = False
             self.pending_users = self._store.users_with_pending()
         for user in list(self.pending_users):
-            async with self._store.editing(user) as window:
-                if window.pending and self._due(user, window):
-                    # in the trace of the upload that started the pending batch
-                    cause = context_from_headers([("traceparent", window.pending_trace.encode())])
-                    with tracer.start_as_current_span("publish pending", context=cause,
-                                                      attributes={"circadia.uploads": len(window.pending)}):
-                        await self._publish_or_dead_letter(user, window)
-                self._track_pending(user, window)
+            try:
+                async with self._store.editing(user) as window:
+                    if window.pending and self._due(user, window):
+                        # in the trace of the upload that started the pending batch
+                        cause = context_from_headers([("traceparent", window.pending_trace.encode())])
+                        with tracer.start_as_current_span("publish pending", context=cause,
+                                                          attributes={"circadia.uploads": len(window.pending)}):
+                            await self._publish_or_dead_letter(user, window)
+                    self._track_pending(user, window)
+            except KeysUnavailable:
+                metrics.PUBLISH_FAILURES.inc()
+                log.warning("pending uploads not published: the window's key is unavailable; next flush retries",
+                            exc_info=True, extra={"user": user.decode()})
 
 
 def broker_credentials(settings: WorkerSettings, password: str | None) -> faust.types.auth.CredentialsT | None:
@@ -449,7 +441,7 @@ def broker_credentials(settings: WorkerSettings, password: str | None) -> faust.
 
 
 def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | None = None,
-              credentials: faust.types.auth.CredentialsT | None = None) -> faust.App:
+              credentials: faust.types.auth.CredentialsT | None = None, *, keys: UserKeys | None = None) -> faust.App:
     app = faust.App(
         settings.worker_app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
@@ -488,9 +480,9 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
                       partitions=_PARTITIONS[HEALTH_SAMPLES], use_partitioner=True,
                       extra_topic_configs={"max.message.bytes": str(SAMPLES_MAX_MESSAGE_BYTES)})
     processor = UploadProcessor(
-        settings, schemas, WindowStore(table), raw_topic(PREDICTIONS),
+        settings, schemas, WindowStore(table, keys), raw_topic(PREDICTIONS),
         DeadLetters(raw_topic(HEALTH_SAMPLES_DLQ), backoff=settings.worker_retry_backoff_seconds),
-        model or NoModel(),
+        model or NoModel(), keys,
     )
 
     @app.agent(uploads)

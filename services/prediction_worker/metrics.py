@@ -6,7 +6,8 @@ from circadia.topics import HEALTH_SAMPLES
 
 RECORDS = Counter(
     "circadia_worker_records_total",
-    "health.samples.v1 records handled, by outcome (applied, duplicate, dead_lettered).",
+    "health.samples.v1 records handled, by outcome (applied, duplicate, erased: the user was erased "
+    "after the upload was stored, dead_lettered).",
     ["outcome"],
 )
 DEAD_LETTERS = Counter(

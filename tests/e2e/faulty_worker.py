@@ -61,10 +61,10 @@ class FailingOnceModel:
         return ModelOutcome(unavailable="test model: no weights", method="test-model@1")
 
 
-def faulty_build_app(settings: Any, schemas: Any, model: Any = None, credentials: Any = None) -> Any:
+def faulty_build_app(settings: Any, schemas: Any, model: Any = None, credentials: Any = None, **options: Any) -> Any:
     if os.environ.get("FAULTY_WORKER_MODEL") == "1":
         model = FailingOnceModel()
-    return _real_build_app(settings, schemas, model, credentials)
+    return _real_build_app(settings, schemas, model, credentials, **options)
 
 
 app.build_prediction = faulty_build  # type: ignore[assignment]

@@ -34,7 +34,8 @@ def test_status_of_a_stack_that_never_ran(tmp_path: Path, monkeypatch: pytest.Mo
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CIRCADIA_LOCAL_DIR", str(tmp_path))
     assert cli.main(["status"]) == 3
-    assert capsys.readouterr().out.count("stopped") == 7  # redis, kafka, three services, jaeger, prometheus
+    # openbao, redis, kafka, three services, jaeger, prometheus
+    assert capsys.readouterr().out.count("stopped") == 8
     assert cli.main(["down"]) == 0
     assert "nothing was running" in capsys.readouterr().out
 
@@ -58,6 +59,9 @@ def test_config_check_prints_redacted_settings_and_fails_on_problems(
     assert "kafka_sasl_password = <secret " in out
     assert "PROBLEM  the redis_password secret" in out and "refuses to start (production)" in out
     (tmp_path / "redis_password").write_text("a-strong-redis-password-42")
+    assert "PROBLEM  CIRCADIA_USER_KEYS_ADDR is unset" in out  # production seals every upload
+    monkeypatch.setenv("CIRCADIA_USER_KEYS_ADDR", "https://bao.internal:8200")
+    (tmp_path / "user_keys_token").write_text("a-transit-token-for-the-gateway")
     assert cli.main(["config", "check", "--service", "ingest-gateway"]) == 0
     assert "ok (production)" in capsys.readouterr().out
 

@@ -28,13 +28,14 @@ def secret(name: str, value: str = STRONG) -> Secret:
 
 
 def safe_production(**overrides: object) -> IngestSettings:
-    options: dict[str, object] = {"firebase_project_id": "p", "kafka_sasl_username": "ingest"}
+    options: dict[str, object] = {"firebase_project_id": "p", "kafka_sasl_username": "ingest",
+                                  "user_keys_addr": "https://bao.internal:8200"}
     options.update(overrides)
     return IngestSettings(**options)
 
 
 SAFE_SECRETS = {"kafka_sasl_password": secret("kafka_sasl_password"), "sentry_dsn": None,
-                "redis_password": secret("redis_password")}
+                "redis_password": secret("redis_password"), "user_keys_token": secret("user_keys_token")}
 
 
 def test_the_production_defaults_are_safe_once_secrets_are_provided() -> None:
@@ -60,6 +61,10 @@ def test_the_production_defaults_are_safe_once_secrets_are_provided() -> None:
     ({"redis_url": "redis://redis:6379/0"}, {}, "redis:// (plaintext)"),
     ({"redis_url": "rediss://user:pw@redis:6379/0"}, {}, "carries credentials"),
     ({"ingest_cors_origins": ["*"]}, {}, "contains '*'"),
+    ({"user_keys_addr": None}, {}, "CIRCADIA_USER_KEYS_ADDR is unset"),
+    ({"user_keys_addr": "http://bao:8200"}, {}, "not https://"),
+    ({}, {"user_keys_token": None}, "the user_keys_token secret is missing"),
+    ({}, {"user_keys_token": secret("user_keys_token", "root")}, "is a well-known default"),
 ])
 def test_each_unsafe_setting_is_named(overrides: dict, secrets: dict, problem: str) -> None:
     found = safe_production(**overrides).problems({**SAFE_SECRETS, **secrets})
@@ -69,7 +74,7 @@ def test_each_unsafe_setting_is_named(overrides: dict, secrets: dict, problem: s
 def test_development_allows_what_production_refuses_but_not_an_unnamed_issuer() -> None:
     dev = safe_production(env="development", debug=True, kafka_security_protocol="PLAINTEXT",
                           redis_url="redis://127.0.0.1:6379/0", ingest_cors_origins=["*"],
-                          firebase_certs_url="file:///tmp/c.json", auth_dev_issuer=True)
+                          firebase_certs_url="file:///tmp/c.json", auth_dev_issuer=True, user_keys_addr=None)
     assert dev.problems({"kafka_sasl_password": None, "sentry_dsn": None, "redis_password": None}) == []
     unnamed = safe_production(env="development", kafka_security_protocol="PLAINTEXT",
                               firebase_certs_url="file:///tmp/c.json")
@@ -94,7 +99,8 @@ def test_load_lists_every_problem_in_one_message(monkeypatch: pytest.MonkeyPatch
     assert message.startswith("ingest-gateway refuses to start (production):")
     for expected in ("CIRCADIA_DEBUG", "PLAINTEXT", "redis_password secret is missing", "redis:// (plaintext)"):
         assert expected in message
-    assert message.count("\n  - ") == 4
+    assert "CIRCADIA_USER_KEYS_ADDR is unset" in message
+    assert message.count("\n  - ") == 5
 
 
 def test_invalid_values_are_reported_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,5 +145,5 @@ def test_project_id_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_service_declares_its_secrets() -> None:
-    assert set(ServiceSettings.SECRETS) == {"kafka_sasl_password", "sentry_dsn"}
-    assert set(RedisSettings.SECRETS) == {"kafka_sasl_password", "sentry_dsn", "redis_password"}
+    assert set(ServiceSettings.SECRETS) == {"kafka_sasl_password", "sentry_dsn", "user_keys_token"}
+    assert set(RedisSettings.SECRETS) == {"kafka_sasl_password", "sentry_dsn", "user_keys_token", "redis_password"}

@@ -62,9 +62,11 @@ def test_a_writer_schema_without_the_head_first_is_read_in_full() -> None:
     assert (head.user_id, head.sources) == ("ada", ["u1"])
 
 
-def test_the_rendered_json_is_the_decoded_record() -> None:
+def test_the_rendered_json_is_the_decoded_record_without_its_envelope() -> None:
     record = _record("ada", ["u1"])
     value = SCHEMA.encode(record)
     rendered = json.loads(RENDERER.render(SCHEMA.fingerprint, value))
-    assert rendered == json.loads(json.dumps(jsonable(SCHEMAS.decode(value, SCHEMA.headers(), SCHEMA))))
+    decoded = SCHEMAS.decode(value, SCHEMA.headers(), SCHEMA)
+    assert decoded.pop("sealed") is None and "sealed" not in rendered
+    assert rendered == json.loads(json.dumps(jsonable(decoded)))
     assert rendered["computed_at"].endswith("+00:00") and rendered["prediction_id"] == record["prediction_id"]

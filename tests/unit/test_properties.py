@@ -102,7 +102,8 @@ predictions = st.fixed_dictionaries({
         "embedding": st.lists(st.floats(-1e3, 1e3, width=32), min_size=96, max_size=96)}),
     "pat_unavailable": st.none() | st.text(max_size=60), "clinical_scores": st.just([]),
     "as_of": st.dictionaries(st.sampled_from(["window", "daily_activity", "circadian", "pat"]),
-                             st.fixed_dictionaries({"computed_at": instants, "window_end": instants}), max_size=4)})
+                             st.fixed_dictionaries({"computed_at": instants, "window_end": instants}), max_size=4),
+    "sealed": st.none()})
 
 
 @settings(max_examples=150, deadline=None)

@@ -35,6 +35,7 @@ def upload_record() -> dict:
             {"type": "sleep_analysis", "start": T0, "end": T1, "utc_offset_minutes": -300,
              "value": None, "stage": "asleep_deep", "unit": "stage"},
         ],
+        "sealed": None,
     }
 
 
@@ -78,6 +79,7 @@ def prediction_record() -> dict:
         "clinical_scores": [],
         "as_of": {"daily_activity": {"computed_at": T1, "window_end": T1},
                   "circadian": {"computed_at": T0, "window_end": T0}},
+        "sealed": None,
     }
 
 

@@ -15,9 +15,10 @@ import pytest
 
 from circadia.avro import SchemaSet
 from prediction_worker import app as worker
-from prediction_worker.app import DeadLetters, UploadProcessor, WindowStore
+from prediction_worker.app import DeadLetters, UploadProcessor
 from prediction_worker.results import ModelOutcome, build_prediction, week_blocks
 from prediction_worker.settings import WorkerSettings
+from prediction_worker.store import WindowStore
 from prediction_worker.weekly import WeekMetrics
 from prediction_worker.window import UserWindow
 from tests.unit.test_worker_failures import Event, FakeTopic, Message

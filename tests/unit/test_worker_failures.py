@@ -23,8 +23,9 @@ from circadia.avro import SchemaSet, header
 from circadia.deadletters import VALUE_OMITTED
 from circadia.topics import HEALTH_SAMPLES
 from prediction_worker import app as worker
-from prediction_worker.app import DeadLetters, NoModel, UploadProcessor, WindowStore, retrying, transient
+from prediction_worker.app import DeadLetters, NoModel, UploadProcessor, retrying, transient
 from prediction_worker.settings import WorkerSettings
+from prediction_worker.store import WindowStore
 from prediction_worker.window import UserWindow
 
 SCHEMAS = SchemaSet.load()
