@@ -126,8 +126,8 @@ class Pipeline:
     def __init__(self, root: Path, seed: int, users: int) -> None:
         self.root = root
         self.kafka = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port())
-        self.ports = Ports(kafka=0, kafka_controller=0, redis=0, ingest=free_port(), fanout=free_port(),
-                           worker_metrics=free_port())
+        self.ports = Ports(kafka=0, kafka_controller=0, redis=0, openbao=free_port(), openbao_cluster=free_port(),
+                           ingest=free_port(), fanout=free_port(), worker_metrics=free_port())
         self.app_id = f"circadia-bench-{uuid.uuid4().hex[:8]}"
         self.codec = Codec()
         self.model = TrafficModel(seed=seed)
@@ -178,6 +178,7 @@ class Pipeline:
                 await client.stop()
         if self.stack is not None:
             self.stack.process(WORKER).stop()
+            self.stack.openbao.stop()
         await asyncio.to_thread(self.kafka.stop)
 
     # --- sending and receiving -------------------------------------------------------------

@@ -364,10 +364,12 @@ class WorkerUnderTest:
         if instance_id is not None:
             overrides.append(("CIRCADIA_WORKER_INSTANCE_ID", instance_id))
         self.stack = LocalStack(
-            root, Ports(kafka=0, kafka_controller=0, redis=0, worker_metrics=free_port()),
+            root, Ports(kafka=0, kafka_controller=0, redis=0, openbao=free_port(), openbao_cluster=free_port(),
+                        worker_metrics=free_port()),
             external_kafka=bootstrap, external_redis="redis://127.0.0.1:1/0", observability=False,
             overrides=tuple(overrides))
         self.stack.issuer  # noqa: B018  # the dev key is generated here, not inside a timed start
+        self.stack.start_keys()  # the key service too: a worker's start is timed, OpenBao's is not
         self.process = self.stack.process(WORKER)
         self.metrics_url = f"http://127.0.0.1:{self.stack.ports.worker_metrics}/metrics"
         self._log_offset = 0
@@ -397,6 +399,11 @@ class WorkerUnderTest:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def close(self) -> None:
+        """Stop the worker and the key service the stack started."""
+        self.process.stop()
+        self.stack.openbao.stop()
 
     async def ready(self, timeout: float) -> float:
         """``time.monotonic()`` of the first scrape reporting assigned partitions."""
@@ -550,7 +557,7 @@ async def configuration(root: Path, kafka: LocalKafka, codec: RestartCodec, wind
             starts.append(restart)
         local_db = dir_bytes(worker.data_dir)
     finally:
-        worker.stop()
+        worker.close()
         await probes.stop()
         await results.stop()
     restarts = [s for s in starts if s.kind == "restart"]

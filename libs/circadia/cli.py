@@ -61,11 +61,16 @@ def _status(stack: LocalStack, args: argparse.Namespace) -> int:
 
 
 def _init(stack: LocalStack, args: argparse.Namespace) -> int:
-    """Topics and the development token issuer, for a broker ``up`` does not manage (compose)."""
+    """Topics, the development token issuer and, with CIRCADIA_USER_KEYS_ADDR, the key service
+    (initialised and unsealed, transit mounted, a token per service), for a broker and a key
+    service ``up`` does not manage (compose)."""
     from circadia.kafka import ensure_topics
 
     created = asyncio.run(ensure_topics(stack.bootstrap_servers))
     print(f"topics: {', '.join(created) or 'all present'}; dev issuer certificates: {stack.issuer.certs_url}")
+    if stack.external_openbao:
+        stack.start_keys()
+        print(f"key service: {stack.external_openbao} unsealed, transit mounted, service tokens issued")
     return 0
 
 
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stack = LocalStack.default()
     if args.command in ("init", "dlq", "worker") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        stack = LocalStack(stack.root, external_kafka=os.environ["KAFKA_BOOTSTRAP_SERVERS"])
+        keys = os.environ.get("CIRCADIA_USER_KEYS_ADDR") if args.command == "init" else None
+        stack = LocalStack(stack.root, external_kafka=os.environ["KAFKA_BOOTSTRAP_SERVERS"], external_openbao=keys)
     return int(args.run(stack, args))
 
 

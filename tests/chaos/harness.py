@@ -25,9 +25,9 @@ def chaos_stack(root: Path, *, kafka_port: int | None = None, kafka_advertised_p
                 **overrides: str) -> LocalStack:
     """A stack with its own Kafka and Redis (the tests stop and restart them)."""
     fixed = [port for port in (kafka_port, kafka_advertised_port) if port is not None]
-    kafka, controller, redis, ingest, fanout, worker = free_ports(6, besides=fixed)
-    ports = Ports(kafka=kafka_port or kafka, kafka_controller=controller, redis=redis, ingest=ingest, fanout=fanout,
-                  worker_metrics=worker)
+    kafka, controller, redis, openbao, cluster, ingest, fanout, worker = free_ports(8, besides=fixed)
+    ports = Ports(kafka=kafka_port or kafka, kafka_controller=controller, redis=redis, openbao=openbao,
+                  openbao_cluster=cluster, ingest=ingest, fanout=fanout, worker_metrics=worker)
     settings = {"CIRCADIA_WORKER_APP_ID": f"circadia-chaos-{uuid.uuid4().hex[:6]}",
                 "CIRCADIA_WORKER_SESSION_TIMEOUT_SECONDS": "6", "CIRCADIA_INGEST_PRODUCE_TIMEOUT_SECONDS": "3",
                 "CIRCADIA_SECRET_REFRESH_SECONDS": "3600", **overrides}

@@ -16,8 +16,12 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from circadia.avro import SchemaSet
 from circadia.devstack.processes import ManagedProcess
-from circadia.devstack.stack import LocalStack, Ports, _inherited_environment
+from circadia.devstack.stack import LocalStack, Ports
+from circadia.sealing import RecordSeal
+from circadia.topics import PREDICTIONS
+from circadia.userkeys import UserKeys
 from tests.conftest import free_port
 
 AUTH_TIMEOUT = 1.5
@@ -26,8 +30,8 @@ LATE_EVENING = datetime.combine(YESTERDAY, dtime(23, 50), tzinfo=UTC)
 
 
 def new_stack(root, kafka_bootstrap: str, redis_url: str) -> LocalStack:
-    ports = Ports(kafka=0, kafka_controller=0, redis=0, ingest=free_port(), fanout=free_port(),
-                  worker_metrics=free_port())
+    ports = Ports(kafka=0, kafka_controller=0, redis=0, openbao=free_port(), openbao_cluster=free_port(),
+                  ingest=free_port(), fanout=free_port(), worker_metrics=free_port())
     return LocalStack(root, ports, external_kafka=kafka_bootstrap, external_redis=redis_url, observability=False,
                       overrides=(("CIRCADIA_FANOUT_AUTH_TIMEOUT_SECONDS", str(AUTH_TIMEOUT)),
                                  ("CIRCADIA_WORKER_APP_ID", f"circadia-e2e-{uuid.uuid4().hex[:8]}"),
@@ -49,7 +53,7 @@ def start_fanout(stack: LocalStack, name: str, port: int, settings: dict[str, st
     """Another fan-out gateway process beside the stack's, with the stack's settings plus
     ``settings``; returns once it answers /readyz."""
     process = ManagedProcess(name, stack.root / "run" / f"{name}.pid", stack.root / "logs" / f"{name}.log")
-    env = {**_inherited_environment(), **stack.environment(), "CIRCADIA_FANOUT_PORT": str(port), **settings}
+    env = {**stack.service_environment("fanout-gateway"), "CIRCADIA_FANOUT_PORT": str(port), **settings}
     process.start([sys.executable, "-m", "fanout_gateway"], env)
     deadline = time.monotonic() + timeout
     while True:
@@ -94,6 +98,18 @@ async def post(stack: LocalStack, user: str, body: dict) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.ingest}") as client:
         return await client.post("/v1/uploads", json=body,
                                  headers={"Authorization": f"Bearer {stack.issuer.mint(user)}"})
+
+
+def operator_keys(stack: LocalStack) -> UserKeys:
+    """The key layer with the stack's root token: what an operator's tool (or a test) opens with."""
+    return UserKeys(stack.openbao.admin())
+
+
+async def opened_prediction(stack: LocalStack, record: dict) -> dict:
+    """A result read from predictions.v1, opened (the worker seals every result)."""
+    seal = RecordSeal(SchemaSet.load(), SchemaSet.load()["io.circadia.prediction.Prediction"], PREDICTIONS,
+                      ("prediction_id", "user_id", "source_upload_ids", "computed_at", "code_version"))
+    return await seal.open(operator_keys(stack), record)
 
 
 def metric(url: str, name: str) -> float:

@@ -37,8 +37,9 @@ def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPat
     root = tmp_path_factory.mktemp("observed")
     weights = root / "pat_s.h5"
     weights.write_bytes(lzma.decompress((FIXTURE / "pat_s.h5.xz").read_bytes()))
-    ports = Ports(kafka=0, kafka_controller=0, redis=0, ingest=free_port(), fanout=free_port(),
-                  worker_metrics=free_port(), jaeger_otlp_grpc=free_port(), jaeger_otlp_http=free_port(),
+    ports = Ports(kafka=0, kafka_controller=0, redis=0, openbao=free_port(), openbao_cluster=free_port(),
+                  ingest=free_port(), fanout=free_port(), worker_metrics=free_port(), jaeger_otlp_grpc=free_port(),
+                  jaeger_otlp_http=free_port(),
                   jaeger_query=free_port(), jaeger_query_grpc=free_port(), jaeger_health=free_port(),
                   prometheus=free_port())
     stack = LocalStack(root, ports, external_kafka=kafka_bootstrap, external_redis=redis_url, scrape_interval="1s",

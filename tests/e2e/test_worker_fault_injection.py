@@ -26,7 +26,7 @@ from circadia.devstack.stack import LocalStack
 from circadia.offsets import committed_offsets
 from circadia.paths import PROJECT_ROOT
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS
-from tests.e2e.conftest import LATE_EVENING, new_stack, post, upload_body
+from tests.e2e.conftest import LATE_EVENING, new_stack, opened_prediction, post, upload_body
 from tests.e2e.test_worker_state import produce, raw_record
 
 RUN = uuid.uuid4().hex[:6]
@@ -56,8 +56,9 @@ def group(stack: LocalStack) -> str:
     return dict(stack.overrides)["CIRCADIA_WORKER_APP_ID"]
 
 
-async def results_for(bootstrap: str, upload_ids: set[str], timeout: float) -> dict[str, dict]:
-    """The results on predictions.v1 that name any of ``upload_ids``, by upload id."""
+async def results_for(stack: LocalStack, upload_ids: set[str], timeout: float) -> dict[str, dict]:
+    """The results on predictions.v1 that name any of ``upload_ids``, by upload id, opened."""
+    bootstrap = stack.bootstrap_servers
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: dict[str, dict] = {}
@@ -71,7 +72,7 @@ async def results_for(bootstrap: str, upload_ids: set[str], timeout: float) -> d
                 for m in messages:
                     record = SCHEMAS.decode(m.value, list(m.headers), PREDICTION)
                     for uid in set(record["source_upload_ids"]) & upload_ids:
-                        found[uid] = record
+                        found[uid] = await opened_prediction(stack, record)
     finally:
         await consumer.stop()
     return found
@@ -137,7 +138,7 @@ async def test_a_failure_at_each_stage_ends_in_the_dead_letter_topic_and_nothing
     assert (await post(stack, good_user, good)).status_code == 202
 
     # the healthy user is not held up by the others' failures
-    assert good["upload_id"] in await results_for(bootstrap, {good["upload_id"]}, 60)
+    assert good["upload_id"] in await results_for(stack, {good["upload_id"]}, 60)
     letters = await letters_since(bootstrap, since, 5, 60)
     by_stage = {letter.get("error.stage"): letter for letter in letters}
     assert set(by_stage) == {"decode", "apply", "compute", "encode", "publish"}, [describe(x) for x in letters]
@@ -154,7 +155,7 @@ async def test_a_failure_at_each_stage_ends_in_the_dead_letter_topic_and_nothing
         assert letter.value == value and header(letter.headers, VALUE_OMITTED) is None
         assert letter.get("upload_id") == upload_id
     # none of the failed uploads produced a result; each was acknowledged only after its letter
-    assert await results_for(bootstrap, set(sent.values()) | {apply_id}, 3) == {}
+    assert await results_for(stack, set(sent.values()) | {apply_id}, 3) == {}
     await committed_past(stack, {int(x.get("source.partition")): int(x.get("source.offset")) for x in letters})
 
 
@@ -173,7 +174,7 @@ async def test_failures_in_a_models_background_run_end_in_a_result_or_a_dead_let
     good = upload_body([5] * 5)
     assert (await post(stack, f"fine-bg-{RUN}", good)).status_code == 202
 
-    results = await results_for(bootstrap, {good["upload_id"], flaky["upload_id"]}, 60)
+    results = await results_for(stack, {good["upload_id"], flaky["upload_id"]}, 60)
     assert results[good["upload_id"]]["pat_unavailable"] == "test model: no weights"
     # the model failed once: the upload stayed pending in the window and the flush published it
     flaky_result = results[flaky["upload_id"]]
@@ -181,7 +182,7 @@ async def test_failures_in_a_models_background_run_end_in_a_result_or_a_dead_let
     # applied (it is in the window) but its result can never be built: a letter names it
     (letter,) = [x for x in await letters_since(bootstrap, since, 1, 60) if x.get("upload_id") == broken["upload_id"]]
     assert letter.get("error.stage") == "compute" and header(letter.headers, VALUE_OMITTED) is not None
-    assert await results_for(bootstrap, {broken["upload_id"]}, 3) == {}
+    assert await results_for(stack, {broken["upload_id"]}, 3) == {}
 
 
 def describe(letter: DeadLetter) -> str:

@@ -102,8 +102,8 @@ async def test_the_whole_loop_runs_over_sasl_and_survives_a_rotation(scram_kafka
     then restarted, so every client has to authenticate again: a service still holding the old
     password would fail here, even though its old connections outlived the rotation."""
     kafka, password = scram_kafka
-    ports = Ports(kafka=0, kafka_controller=0, redis=0, ingest=free_port(), fanout=free_port(),
-                  worker_metrics=free_port())
+    ports = Ports(kafka=0, kafka_controller=0, redis=0, openbao=free_port(), openbao_cluster=free_port(),
+                  ingest=free_port(), fanout=free_port(), worker_metrics=free_port())
     stack = LocalStack(tmp_path / "stack", ports, external_kafka=kafka.sasl_bootstrap_servers,
                        admin_kafka=kafka.bootstrap_servers, external_redis=redis_url, observability=False,
                        overrides=(("CIRCADIA_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),

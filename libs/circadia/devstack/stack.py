@@ -1,4 +1,4 @@
-"""The local stack: Kafka plus the three services as background processes.
+"""The local stack: Kafka, Redis, OpenBao plus the three services as background processes.
 
 ``circadia up`` starts what is not running yet and waits until each part answers;
 ``circadia down`` stops everything it started, services first, then the broker.
@@ -18,6 +18,7 @@ import httpx
 from circadia.devkeys import DevIssuer
 from circadia.devstack.jaeger import LocalJaeger
 from circadia.devstack.kafka import LocalKafka
+from circadia.devstack.openbao import LocalOpenBao
 from circadia.devstack.processes import LaunchError, ManagedProcess
 from circadia.devstack.prometheus import LocalPrometheus
 from circadia.devstack.redis import LocalRedis
@@ -36,6 +37,8 @@ class Ports:
     kafka: int = 9092
     kafka_controller: int = 9093
     redis: int = 6379
+    openbao: int = 8200
+    openbao_cluster: int = 8201
     jaeger_otlp_grpc: int = 4317
     jaeger_otlp_http: int = 4318
     jaeger_query: int = 16686
@@ -81,6 +84,7 @@ class LocalStack:
     observability: bool = True  # Jaeger and Prometheus beside the services
     scrape_interval: str = "5s"
     fanout_replicas: int = 1  # fan-out gateways on consecutive ports from ports.fanout, one consumer group
+    external_openbao: str | None = None  # URL of a key service this stack provisions but does not run
 
     @classmethod
     def default(cls) -> LocalStack:
@@ -134,6 +138,41 @@ class LocalStack:
         return self.external_redis or self.redis.url
 
     @property
+    def openbao(self) -> LocalOpenBao:
+        """The key service: each user's key-encryption key (crypto-shredding), kept on disk."""
+        return LocalOpenBao(self.root / "openbao", self.ports.openbao, persistent=True,
+                            cluster_port=self.ports.openbao_cluster, external_url=self.external_openbao)
+
+    def _token_file(self, service: str) -> Path:
+        """The service's key-service token: ``user_keys_token`` in a secrets folder of its own (the
+        compose file points each service's ``CIRCADIA_SECRETS_DIR`` at it)."""
+        return self.root / "openbao" / "tokens" / service / "user_keys_token"
+
+    def start_keys(self) -> None:
+        """Start the key service unless it runs, and issue each service a token of its own."""
+        self.openbao.start()
+        self._issue_tokens()
+
+    def service_environment(self, service: str) -> dict[str, str]:
+        """What a process of ``service`` starts with: the stack's settings and the service's own
+        key-service token (in the process's environment, the resolver's first source)."""
+        token = self._token_file(service)
+        if not token.exists() or (self.external_openbao is None and self.openbao.process.pid() is None):
+            self.start_keys()
+        return {**_inherited_environment(), **self.environment(), "CIRCADIA_USER_KEYS_TOKEN": token.read_text()}
+
+    def _issue_tokens(self) -> None:
+        """A token per service under the service's own policy, in files only this user reads."""
+        import os
+
+        for spec in SERVICES:
+            path = self._token_file(spec.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(self.openbao.service_token(spec.name))
+
+    @property
     def issuer(self) -> DevIssuer:
         return DevIssuer.ensure(self.root / "dev-keys", LOCAL_PROJECT_ID)
 
@@ -151,6 +190,7 @@ class LocalStack:
             "CIRCADIA_FIREBASE_CERTS_URL": self.issuer.certs_url,
             "CIRCADIA_AUTH_DEV_ISSUER": "true",
             "CIRCADIA_REDIS_URL": self.redis_url,
+            "CIRCADIA_USER_KEYS_ADDR": self.openbao.url,
             "CIRCADIA_INGEST_HOST": "127.0.0.1",
             "CIRCADIA_INGEST_PORT": str(self.ports.ingest),
             "CIRCADIA_FANOUT_HOST": "127.0.0.1",
@@ -170,6 +210,8 @@ class LocalStack:
         if self.external_redis is None:
             self.redis.start()
             report(f"redis            ready ({self.redis.url})")
+        self.start_keys()
+        report(f"openbao          ready ({self.openbao.url}, transit; keys in {self.openbao.home / 'data'})")
         if self.external_kafka is None:
             report(f"kafka            starting on {self.kafka.bootstrap_servers} ...")
             self.kafka.start()
@@ -202,7 +244,7 @@ class LocalStack:
                 self._wait(spec, instance, url, timeout)
 
     def _start(self, spec: ServiceSpec, name: str, settings: dict[str, str], module: str | None = None) -> None:
-        env = {**_inherited_environment(), **self.environment(), **settings}
+        env = {**self.service_environment(spec.name), **settings}
         self.process(name).start([sys.executable, "-m", module or spec.module], env)
 
     def _wait(self, spec: ServiceSpec, name: str, url: str, timeout: float) -> None:
@@ -224,7 +266,7 @@ class LocalStack:
         for spec in reversed(SERVICES):
             names = self._fanout_processes() if spec.name == FANOUT else [spec.name]
             stopped += [name for name in names if self.process(name).stop()]
-        for name, part in (("prometheus", self.prometheus), ("jaeger", self.jaeger)):
+        for name, part in (("prometheus", self.prometheus), ("jaeger", self.jaeger), ("openbao", self.openbao)):
             if part.stop():
                 stopped.append(name)
         if self.external_kafka is None and self.kafka.stop():
@@ -240,6 +282,8 @@ class LocalStack:
             rows.insert(0, ("kafka", self.kafka.process.pid()))
         if self.external_redis is None:
             rows.insert(0, ("redis", self.redis.process.pid()))
+        if self.external_openbao is None:
+            rows.insert(0, ("openbao", self.openbao.process.pid()))
         if self.observability:
             rows += [("jaeger", self.jaeger.process.pid()), ("prometheus", self.prometheus.process.pid())]
         return rows
