@@ -8,6 +8,7 @@
   circadia token USER_ID   print an ID token the local stack accepts
   circadia demo            simulated devices upload a day; apps print what arrives
   circadia dlq list|replay inspect the dead-letter topic, re-publish after a fix
+  circadia erase USER_ID   erase a user: destroy the user's key, tell the services, audit it
   circadia trace TRACE_ID  print an upload's trace (the 202's trace_id) from Jaeger
   circadia config check    the services' effective configuration and every problem
 """
@@ -204,6 +205,49 @@ where to look:
     return 0 if ok else 1
 
 
+def _erase(stack: LocalStack, args: argparse.Namespace) -> int:
+    """An operator's erasure (circadia.erasure): the key service of CIRCADIA_USER_KEYS_ADDR with the
+    operator's CIRCADIA_USER_KEYS_TOKEN, or the local stack's own with its root token."""
+    import getpass
+
+    import hvac
+    from aiokafka import AIOKafkaProducer
+
+    from circadia.avro import SchemaSet
+    from circadia.erasure import erase
+    from circadia.userkeys import KeysUnavailable, UserKeys
+
+    address, token = os.environ.get("CIRCADIA_USER_KEYS_ADDR"), os.environ.get("CIRCADIA_USER_KEYS_TOKEN")
+    try:
+        client = hvac.Client(url=address, token=token, timeout=5) if address and token else stack.openbao.admin()
+    except LaunchError as exc:
+        print(f"no key service: set CIRCADIA_USER_KEYS_ADDR and CIRCADIA_USER_KEYS_TOKEN, or run circadia up ({exc})",
+              file=sys.stderr)
+        return 1
+
+    async def run() -> tuple[str, bool]:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all", client_id="circadia-erase")
+        await producer.start()
+        try:
+            async def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+                await producer.send_and_wait(topic, value, key=key, headers=headers)
+
+            erasure, destroyed = await erase(UserKeys(client), send, SchemaSet.load(), args.user_id,
+                                             requested_by=f"operator:{getpass.getuser()}", service="circadia-cli")
+            return erasure.erasure_id, destroyed
+        finally:
+            await producer.stop()
+
+    try:
+        erasure_id, destroyed = asyncio.run(run())
+    except KeysUnavailable as exc:
+        print(f"nothing erased: {exc}", file=sys.stderr)
+        return 1
+    print(f"erasure {erasure_id}: {'key destroyed' if destroyed else 'no key (erased before, or never uploaded)'}; "
+          "the services were told (user.erasures.v1) and it is audited (config.audit.v1)")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -236,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     trace = commands.add_parser("trace", help="print one trace from the local Jaeger")
     trace.add_argument("trace_id")
     trace.set_defaults(run=_trace)
+    erase_user = commands.add_parser("erase", help="erase a user's data (destroy the user's key)")
+    erase_user.add_argument("user_id")
+    erase_user.set_defaults(run=_erase)
     dlq = commands.add_parser("dlq", help="list or replay the dead-letter topic")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("--since", help="only dead letters at or after this time (ISO 8601 with offset); "
@@ -251,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     # Start-up probes expect refused connections and report failures themselves.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stack = LocalStack.default()
-    if args.command in ("init", "dlq", "worker") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if args.command in ("init", "dlq", "worker", "erase") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         keys = os.environ.get("CIRCADIA_USER_KEYS_ADDR") if args.command == "init" else None
         stack = LocalStack(stack.root, external_kafka=os.environ["KAFKA_BOOTSTRAP_SERVERS"], external_openbao=keys)
     return int(args.run(stack, args))

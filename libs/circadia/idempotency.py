@@ -115,8 +115,32 @@ class UploadLedger:
         except (RedisError, OSError) as exc:
             raise LedgerUnavailable(repr(exc)) from exc
 
+    async def forget_user(self, user_id: str) -> int:
+        """Delete every entry of the user (an erasure: a re-sent upload is then stored anew, not
+        answered as a duplicate of erased data); the number deleted. An incremental SCAN: erasures
+        are rare, and it never blocks Redis."""
+        pattern = self.key(_glob_escape(user_id), "*")
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            async for key in self._redis.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += await self._redis.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += await self._redis.delete(*batch)
+        except (RedisError, OSError) as exc:
+            raise LedgerUnavailable(repr(exc)) from exc
+        return deleted
+
     async def release(self, claim: Claim) -> None:
         try:
             await self._release(keys=[claim.key], args=[claim.pending])
         except (RedisError, OSError) as exc:
             raise LedgerUnavailable(repr(exc)) from exc
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by Redis' glob patterns (SCAN MATCH)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -8,6 +8,7 @@ HEALTH_SAMPLES = "health.samples.v1"
 PREDICTIONS = "predictions.v1"
 HEALTH_SAMPLES_DLQ = "health.samples.dlq.v1"
 CONFIG_AUDIT = "config.audit.v1"
+USER_ERASURES = "user.erasures.v1"
 
 DAY_MS = 24 * 60 * 60 * 1000
 MIB = 1024 * 1024
@@ -55,5 +56,11 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=1,
         doc="Each service start's configuration and its changes (io.circadia.audit.ConfigChange), key = service.",
         config={"retention.ms": str(400 * DAY_MS), "max.message.bytes": str(1 * MIB)},
+    ),
+    TopicSpec(
+        USER_ERASURES,
+        partitions=6,  # as health.samples.v1: the worker owning a user's window gets the user's erasure
+        doc="Users whose data was erased (io.circadia.privacy.Erasure), key = user id.",
+        config={"retention.ms": str(30 * DAY_MS), "max.message.bytes": str(1 * MIB)},
     ),
 )

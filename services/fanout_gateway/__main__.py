@@ -16,6 +16,7 @@ from circadia.audit import ConfigAudit
 from circadia.auth import CertificateSource, FirebaseTokenVerifier
 from circadia.avro import SchemaSet
 from circadia.config import ServiceConfig, load
+from circadia.erasure import ErasureFeed
 from circadia.errors import dsn_rotation
 from circadia.kafka import client_security
 from circadia.logs import configure_logging
@@ -73,10 +74,12 @@ async def run(config: ServiceConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     audit = ConfigAudit(config)
+    erasures = ErasureFeed(settings.kafka_bootstrap_servers, schemas, fanout.erase, security=client_security(config))
     await fanout.live.start()
     await feed.start()
     await watcher.start()
     await audit.start()
+    await erasures.start()
     try:
         async with serve(fanout.handler, settings.fanout_host, settings.fanout_port,
                          process_request=fanout.process_request, process_response=fanout.process_response,
@@ -87,6 +90,7 @@ async def run(config: ServiceConfig) -> None:
             await stop.wait()
             await fanout.drain()  # reconnect hints, flushed queues, then 1001 for everyone
     finally:
+        await erasures.stop()
         await audit.stop()
         await watcher.stop()
         await feed.stop()

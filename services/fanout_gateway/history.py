@@ -248,6 +248,13 @@ class UserHistory:
         base = f"circadia:history:{{{self._namespace()}:{user_id}}}"
         return base, base + ":epoch", base + ":sources"
 
+    async def forget(self, user_id: str) -> None:
+        """Delete the user's history, epoch and sources (an erasure): a reconnect starts afresh."""
+        try:
+            await self._redis.delete(*self._keys(user_id))
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(repr(exc)) from exc
+
     def _args(self, entry: Appended) -> list[str | int | bytes]:
         return [self._size, f"{entry.offset + 1}-0", entry.record, secrets.token_hex(8), entry.partition,
                 self._ttl, entry.offset, self.channel(entry.user_id), entry.fingerprint,

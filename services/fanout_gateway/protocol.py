@@ -28,13 +28,15 @@ TRY_AGAIN_LATER = 1013  # this replica is at its connection limit
 CLOSE_AUTH = 4401  # authentication failed, timed out, or the token expired without refresh
 CLOSE_FORBIDDEN = 4403  # a refreshed token names another user
 CLOSE_SLOW = 4408  # the client read too slowly: its send queue overflowed
+CLOSE_ERASED = 4410  # the user's data was erased (DELETE /v1/users/me or circadia erase)
 CLOSE_REPLACED = 4429  # the user opened more than the per-user limit: the oldest connection goes
 
 CLOSE_CODES = {
     GOING_AWAY: "server shutting down; reconnect after the hinted delay",
-    TRY_AGAIN_LATER: "this replica is at its connection limit",
+    TRY_AGAIN_LATER: "this replica is at its connection limit, or the key service is unavailable",
     CLOSE_AUTH: "authentication failed, timed out, or the token expired",
     CLOSE_FORBIDDEN: "a refreshed token names another user",
     CLOSE_SLOW: "client too slow: send queue overflowed",
+    CLOSE_ERASED: "the user's data was erased",
     CLOSE_REPLACED: "replaced: the user opened more connections than allowed",
 }

@@ -66,6 +66,11 @@ class Renderer:
         self._seal = RecordSeal(schemas, expected, PREDICTIONS, ROUTING)
         self._head_first: dict[str, bool] = {}  # fingerprint → its first fields are HEAD
 
+    def forget(self, user_id: str) -> None:
+        """Drop the user's cached data keys (an erasure)."""
+        if self._keys is not None:
+            self._keys.forget(user_id)
+
     def head(self, value: bytes, headers: Headers) -> Head:
         raw = header(headers, HEADER_FINGERPRINT)
         if raw is None:

@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from circadia.auth import FirebaseTokenVerifier, InvalidTokenError, VerifiedToken
+from circadia.erasure import Erasure
 from circadia.http import add_to, request_id_from
 from circadia.tracing import context_from_headers, context_from_traceparent
 from circadia.userkeys import KeysUnavailable
@@ -46,6 +47,7 @@ from fanout_gateway.history import Entry, HistoryUnavailable, Publication, UserH
 from fanout_gateway.live import LiveChannels, LiveUnavailable
 from fanout_gateway.protocol import (
     CLOSE_AUTH,
+    CLOSE_ERASED,
     CLOSE_FORBIDDEN,
     CLOSE_REPLACED,
     CLOSE_SLOW,
@@ -341,6 +343,24 @@ class FanoutServer:
         metrics.HISTORY_ERRORS.inc()
         log.warning("key service unavailable: connection closed to resume later", extra={"user": connection.user_id})
         connection.close(TRY_AGAIN_LATER, "key service unavailable; resume later")
+
+    async def erase(self, erasure: Erasure) -> None:
+        """An erasure event: the user's cached keys, sockets (closed with 4410) and history go. Every
+        replica applies it; the history's deletion is idempotent."""
+        user_id = erasure.user_id
+        self._renderer.forget(user_id)
+        closed = 0
+        for connection in tuple(self.registry.lookup(user_id)):
+            connection.close(CLOSE_ERASED, "the user's data was erased")
+            closed += 1
+        try:
+            await self._history.forget(user_id)
+        except HistoryUnavailable:
+            # the entries are sealed with the destroyed key (unreadable) and expire with their TTL
+            metrics.HISTORY_ERRORS.inc()
+            log.warning("erasure: the history could not be deleted (Redis unavailable); it expires",
+                        extra={"erasure_id": erasure.erasure_id})
+        log.info("user erased", extra={"erasure_id": erasure.erasure_id, "connections_closed": closed})
 
     def on_resubscribed(self, user_id: str) -> None:
         """The user's channel is subscribed again after a reconnect: what was published while

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -31,6 +31,7 @@ from circadia.audit import ConfigAudit
 from circadia.auth import CertificateSource, FirebaseTokenVerifier, InvalidTokenError
 from circadia.avro import AvroSchema, SchemaSet
 from circadia.config import ServiceConfig
+from circadia.erasure import Erasure, ErasureFeed, erase
 from circadia.errors import dsn_rotation
 from circadia.http import HardenedResponses
 from circadia.idempotency import (
@@ -84,6 +85,8 @@ class Gateway:
     ip_limit: RateLimit
     secrets: SecretWatcher
     audit: ConfigAudit
+    schemas: SchemaSet
+    erasures: ErasureFeed  # other replicas' erasures: the users' cached keys are dropped here too
 
     @classmethod
     def from_config(cls, config: ServiceConfig, schemas: SchemaSet | None = None,
@@ -130,7 +133,40 @@ class Gateway:
             ip_limit=RateLimit("ingest-ip", settings.ingest_rate_limit_per_ip, redis),
             secrets=watcher,
             audit=ConfigAudit(config),
+            schemas=schemas,
+            erasures=ErasureFeed(settings.kafka_bootstrap_servers, schemas, _forget_keys(keys),
+                                 security=client_security(config)),
         )
+
+
+async def rate_limited(limit: RateLimit, identity: str, loc: str) -> RateDecision:
+    """The limit's decision for ``identity``; a 429 with ``Retry-After`` when it refuses."""
+    decision = await limit.hit(identity)
+    if not decision.allowed:
+        raise Rejection(429, "rate_limited", headers=decision.headers(),
+                        errors=[{"loc": [loc], "msg": f"more than {limit.item} requests"}])
+    return decision
+
+
+async def authenticated(verifier: FirebaseTokenVerifier, request: Request) -> str:
+    """The verified user of the request's bearer token; a 401 with a challenge otherwise."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Rejection(401, "missing_bearer_token", headers={"WWW-Authenticate": "Bearer"},
+                        errors=[{"loc": ["header", "authorization"], "msg": "Bearer token required"}])
+    try:
+        verified = await verifier.verify(token.strip())
+    except InvalidTokenError as exc:
+        raise Rejection(401, "invalid_token", headers=CHALLENGE,
+                        errors=[{"loc": ["header", "authorization"], "msg": exc.reason}]) from None
+    return verified.user_id
+
+
+def _forget_keys(keys: UserKeys | None) -> Callable[[Erasure], Awaitable[None]]:
+    async def forget(erasure: Erasure) -> None:
+        if keys is not None:
+            keys.forget(erasure.user_id)
+    return forget
 
 
 class UploadHandler:
@@ -201,23 +237,10 @@ class UploadHandler:
                 "loc": ["body"], "msg": "the body's parser stopped; the upload was not stored"}]) from None
 
     async def _limit(self, limit: RateLimit, identity: str, loc: str) -> RateDecision:
-        decision = await limit.hit(identity)
-        if not decision.allowed:
-            raise Rejection(429, "rate_limited", headers=decision.headers(),
-                            errors=[{"loc": [loc], "msg": f"more than {limit.item} requests"}])
-        return decision
+        return await rate_limited(limit, identity, loc)
 
     async def _authenticate(self, request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Rejection(401, "missing_bearer_token", headers={"WWW-Authenticate": "Bearer"},
-                            errors=[{"loc": ["header", "authorization"], "msg": "Bearer token required"}])
-        try:
-            verified = await self._g.verifier.verify(token.strip())
-        except InvalidTokenError as exc:
-            raise Rejection(401, "invalid_token", headers=CHALLENGE,
-                            errors=[{"loc": ["header", "authorization"], "msg": exc.reason}]) from None
-        return verified.user_id
+        return await authenticated(self._g.verifier, request)
 
     async def _publish_once(self, user_id: str, upload: PreparedUpload) -> JSONResponse:
         upload_id, digest, accepted = upload.upload_id, upload.digest, upload.samples
@@ -310,6 +333,62 @@ class UploadHandler:
         return partition, offset
 
 
+class ErasureHandler:
+    """``DELETE /v1/users/me``: the token's own user is erased (``circadia.erasure``)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._g = gateway
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            response = await self._handle(request)
+        except Rejection as rejection:
+            metrics.REJECTIONS.labels(rejection.reason).inc()
+            response = rejection.response()
+        metrics.REQUESTS.labels(str(response.status_code)).inc()
+        return response
+
+    async def _handle(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        await rate_limited(self._g.ip_limit, client, "client")  # the uploads' limits
+        user_id = await authenticated(self._g.verifier, request)
+        quota = await rate_limited(self._g.user_limit, user_id, "user")
+        keys = self._g.keys
+        if keys is None:
+            raise Rejection(501, "erasure_unavailable", errors=[{"loc": [], "msg": (
+                "this deployment has no key service (CIRCADIA_USER_KEYS_ADDR): its records are not sealed, "
+                "so they cannot be erased by destroying a key")}])
+        try:
+            erasure, destroyed = await erase(keys, self._send, self._g.schemas, user_id, requested_by="user",
+                                             service="ingest-gateway")
+        except KeysUnavailable as exc:
+            log.error("erasure not done: the key service is unavailable: %s", exc)
+            raise Rejection(503, "keys_unavailable", headers={"Retry-After": "5"}, errors=[{
+                "loc": [], "msg": "nothing was erased yet (the key service could not be reached); retry"}]) from None
+        try:
+            forgotten = await self._g.ledger.forget_user(user_id)
+        except LedgerUnavailable as exc:
+            forgotten = 0  # the entries expire with their TTL; a re-sent upload is then a duplicate until then
+            log.warning("erasure: the idempotency entries were not deleted", extra={"error": str(exc),
+                                                                                   "erasure_id": erasure.erasure_id})
+        metrics.ERASURES.labels("destroyed" if destroyed else "no_key").inc()
+        response = JSONResponse({"erasure_id": erasure.erasure_id, "key_destroyed": destroyed,
+                                 "idempotency_entries_deleted": forgotten}, status_code=202)
+        response.headers.update(quota.headers())
+        return response
+
+    async def _send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        try:
+            await self._g.publisher.publish(topic, key=key, value=value, headers=headers)
+        except BrokerUnavailable:
+            # the key is destroyed already: the data is erased; the event tells the services to
+            # drop their copies, and a repeated DELETE publishes it again
+            log.error("erasure event not published: Kafka unavailable", exc_info=True)
+            raise Rejection(503, "broker_unavailable", headers={"Retry-After": "5"}, errors=[{
+                "loc": [], "msg": "the user's key was destroyed, but the services were not told yet; retry"}]) \
+                from None
+
+
 def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -324,9 +403,11 @@ def create_app(gateway: Gateway) -> Starlette:
         await gateway.verifier.certificates.warm()
         await gateway.secrets.start()
         await gateway.audit.start()
+        await gateway.erasures.start()
         try:
             yield
         finally:
+            await gateway.erasures.stop()
             await gateway.audit.stop()
             await gateway.secrets.stop()
             await gateway.publisher.stop()
@@ -359,6 +440,7 @@ def create_app(gateway: Gateway) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/uploads", UploadHandler(gateway).handle, methods=["POST"]),
+            Route("/v1/users/me", ErasureHandler(gateway).handle, methods=["DELETE"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
@@ -369,8 +451,8 @@ def create_app(gateway: Gateway) -> Starlette:
             Middleware(HardenedResponses),
             # devices need no CORS; browsers only from the listed origins, never credentials
             Middleware(CORSMiddleware, allow_origins=gateway.settings.ingest_cors_origins,
-                       allow_methods=["POST"], allow_headers=["authorization", "content-type", "content-encoding",
-                                                              "x-request-id"],
+                       allow_methods=["POST", "DELETE"],
+                       allow_headers=["authorization", "content-type", "content-encoding", "x-request-id"],
                        expose_headers=["x-trace-id", "x-request-id", "retry-after", "ratelimit-limit",
                                        "ratelimit-remaining", "ratelimit-reset"], max_age=600),
         ],

@@ -46,3 +46,6 @@ UPLOAD_BOUND = Gauge(
 PARSE_OFFLOADED = Counter(
     "circadia_ingest_parse_offloaded_total", "Upload bodies parsed and encoded in the parser processes."
 )
+ERASURES = Counter("circadia_ingest_erasures_total",
+                   "Users erased through DELETE /v1/users/me, by whether a key was destroyed (destroyed, no_key).",
+                   ["outcome"])

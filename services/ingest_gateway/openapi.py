@@ -100,6 +100,17 @@ def build() -> dict[str, Any]:
             "duplicate": {"const": True},
         },
     }
+    components["Erasure"] = {
+        "type": "object",
+        "required": ["erasure_id", "key_destroyed", "idempotency_entries_deleted"],
+        "properties": {
+            "erasure_id": {"type": "string", "format": "uuid",
+                           "description": "Names this erasure in the audit trail (config.audit.v1)."},
+            "key_destroyed": {"type": "boolean", "description": "False: nothing to destroy (erased before, "
+                                                                "or the user never uploaded)."},
+            "idempotency_entries_deleted": {"type": "integer", "minimum": 0},
+        },
+    }
     components["Error"] = {
         "type": "object",
         "required": ["error"],
@@ -174,6 +185,30 @@ def build() -> dict[str, Any]:
                         },
                     },
                     "responses": upload_responses,
+                }
+            },
+            "/v1/users/me": {
+                "delete": {
+                    "operationId": "eraseMe",
+                    "summary": "Erase the token's user: every copy of the user's data",
+                    "description": "Destroys the user's key (every record sealed with it, on every topic, "
+                                   "changelog, cache and backup, reads as erased from now on), then tells "
+                                   "every service to drop what it holds of the user (the worker's window, "
+                                   "the fan-out history; open sockets are closed with 4410) and audits it. "
+                                   "Repeatable: a second call destroys nothing and tells the services again. "
+                                   "Later uploads start with a new key.",
+                    "responses": {
+                        "202": {"description": "The key is destroyed and the services are told.",
+                                "content": _json({"$ref": "#/components/schemas/Erasure"}), "headers": RATE_HEADERS},
+                        "401": _error("Missing, malformed, expired or foreign token.",
+                                      {"WWW-Authenticate": _header("Bearer challenge.", {"type": "string"})}),
+                        "429": _error("Rate limit of the user or client address exceeded.",
+                                      {**retry_after, **RATE_HEADERS}),
+                        "501": _error("This deployment has no key service: its records are not sealed and "
+                                      "cannot be erased this way (development only)."),
+                        "503": _error("The key service or Kafka could not be reached; repeat the request.",
+                                      retry_after),
+                    },
                 }
             },
             "/healthz": {"get": {"operationId": "healthz", "security": [], "responses": {

@@ -33,7 +33,14 @@ from circadia.avro import AvroSchema, SchemaSet
 from circadia.deadletters import VALUE_OMITTED
 from circadia.kafka import COMPRESSION, PRODUCER_MAX_REQUEST_BYTES
 from circadia.sealing import RecordSeal
-from circadia.topics import HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ, PREDICTIONS, SAMPLES_MAX_MESSAGE_BYTES, TOPICS
+from circadia.topics import (
+    HEALTH_SAMPLES,
+    HEALTH_SAMPLES_DLQ,
+    PREDICTIONS,
+    SAMPLES_MAX_MESSAGE_BYTES,
+    TOPICS,
+    USER_ERASURES,
+)
 from circadia.tracing import context_from_headers
 from circadia.userkeys import Erased, KeysUnavailable, UserKeys
 from prediction_worker import metrics
@@ -323,6 +330,35 @@ class UploadProcessor:
             log.error("model run or its result failed; the uploads stay pending", exc_info=exc,
                       extra={"user": user.decode()})
 
+    async def erase(self, erasure: faust.EventT) -> None:
+        """An erasure event (user.erasures.v1, co-partitioned with the uploads): the user's window,
+        pending uploads, week blocks and cached keys go."""
+        user = bytes(erasure.key or b"")
+        if not user:
+            log.error("erasure event without a key skipped", extra={"offset": erasure.message.offset})
+            metrics.ERASURES.labels("unkeyed").inc()
+            return
+        task = self._model_runs.pop(user, None)
+        if task is not None:
+            task.cancel()
+        self._weeks.forget(user)
+        self.pending_users.discard(user)
+        if self._keys is not None:
+            self._keys.forget(user.decode())
+        try:
+            removed = await retrying("erase", partial(self._store.erase, user),
+                                     attempts=self._settings.worker_publish_attempts,
+                                     backoff=self._settings.worker_retry_backoff_seconds)
+        except KeysUnavailable:
+            # the window stays, sealed with the destroyed key: unreadable, and replaced by the user's
+            # next window; counted so an operator can see erasures that left a tombstone undone
+            metrics.ERASURES.labels("window_kept").inc()
+            log.error("erasure: the window could not be checked (key service unavailable); it stays sealed",
+                      extra={"offset": erasure.message.offset})
+            return
+        metrics.ERASURES.labels("window_removed" if removed else "no_window").inc()
+        log.info("user erased", extra={"window_removed": removed})
+
     def cancel_model_runs(self) -> None:
         """Partitions were revoked: a running model's user may now belong to another worker,
         which publishes the uploads still pending in the window it restores."""
@@ -489,6 +525,11 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
     async def process(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await processor.handle(event)
+
+    @app.agent(raw_topic(USER_ERASURES))
+    async def erasures(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await processor.erase(event)
 
     @app.timer(max(0.5, settings.worker_debounce_seconds / 2))
     async def flush_pending() -> None:

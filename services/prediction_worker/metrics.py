@@ -70,3 +70,6 @@ for _outcome in ("computed", "reused"):
 for _outcome in ("published", "failed"):
     MODEL_REFRESHES.labels(_outcome)
 OFFSET_GAPS.labels(HEALTH_SAMPLES)
+ERASURES = Counter("circadia_worker_erasures_total",
+                   "Erasure events applied, by outcome (window_removed, no_window, window_kept: the key service "
+                   "was unavailable and the window stays sealed with the destroyed key, unkeyed).", ["outcome"])

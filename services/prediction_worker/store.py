@@ -56,9 +56,30 @@ class WindowStore:
             if not lock.locked():
                 self._locks.pop(user, None)
 
-    def forget(self, user: bytes) -> None:
-        """Remove the user's window (an erasure): a tombstone on the changelog."""
-        self._table.pop(user, None)
+    async def erase(self, user: bytes) -> bool:
+        """An erasure event: remove the user's window (a tombstone on the changelog) unless it was
+        sealed with a key made after the erasure (uploads of the user that this worker applied
+        before it got the event); True when a window was removed. ``KeysUnavailable`` when the
+        window cannot be tried (it stays; sealed with a destroyed key, it is unreadable anyway)."""
+        lock = self._locks.setdefault(user, asyncio.Lock())
+        try:
+            async with lock:
+                raw = self._table.get(user)
+                if raw is None:
+                    return False
+                if self._keys is not None and raw.startswith(SEALED_MAGIC):
+                    self._keys.forget(user.decode())  # a data key cached before the erasure
+                    try:
+                        await self._plain(user, raw)
+                    except Erased:
+                        pass
+                    else:
+                        return False  # sealed with the user's new key: data from after the erasure
+                del self._table[user]
+                return True
+        finally:
+            if not lock.locked():
+                self._locks.pop(user, None)
 
     async def _encode(self, user: bytes, window: UserWindow) -> bytes:
         plain = window.to_bytes()

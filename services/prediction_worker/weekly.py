@@ -93,6 +93,11 @@ class WeekMetrics:
         entry.model_covered = self._covered(window)
         return entry.model
 
+    def forget(self, user: bytes) -> None:
+        """Forget one user's blocks (an erasure)."""
+        self._entries.pop(user, None)
+        metrics.WEEK_CACHE_USERS.set(len(self._entries))
+
     def clear(self) -> None:
         """Forget every user (after a rebalance the windows may have moved)."""
         self._entries.clear()

@@ -18,14 +18,18 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from circadia.devkeys import DevIssuer
+from circadia.devstack.openbao import LocalOpenBao
 from ingest_gateway import openapi
 from tests.integration.conftest import Launcher
 
 
 @pytest.fixture(scope="module")
-def ingest_url(launch: Launcher) -> Iterator[str]:
-    with launch() as client:
-        yield str(client.base_url)
+def ingest_url(launch: Launcher, openbao: LocalOpenBao) -> Iterator[str]:
+    """The gateway as deployed: sealing with a key service (so DELETE /v1/users/me erases)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CIRCADIA_USER_KEYS_TOKEN", openbao.service_token("ingest-gateway"))
+        with launch(user_keys_addr=openbao.url) as client:
+            yield str(client.base_url)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

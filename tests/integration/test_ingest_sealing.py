@@ -90,3 +90,19 @@ def test_production_refuses_to_start_without_a_key_service(tmp_path: Path) -> No
                             user_keys_addr="http://bao:8200")
     assert any("not https://" in p for p in plain.problems({}))
     assert any("user_keys_token secret is missing" in p for p in plain.problems({}))
+
+
+def test_erasure_without_a_key_service_is_501_and_with_it_down_503(
+        launch: Launcher, sealing_gateway, dev_issuer: DevIssuer, bao: LocalOpenBao) -> None:
+    with launch() as plaintext:  # a development gateway without a key service
+        refused = plaintext.delete("/v1/users/me", headers=auth(dev_issuer, "ada"))
+    assert refused.status_code == 501 and refused.json()["error"] == "erasure_unavailable"
+    assert "cannot be erased" in refused.json()["errors"][0]["msg"]
+    bao.stop()
+    try:
+        down = sealing_gateway.delete("/v1/users/me", headers=auth(dev_issuer, "ada"))
+    finally:
+        bao.start()
+    assert down.status_code == 503 and down.headers["Retry-After"] == "5"
+    assert down.json()["error"] == "keys_unavailable" and "nothing was erased" in down.json()["errors"][0]["msg"]
+    assert sealing_gateway.delete("/v1/users/me", headers=auth(dev_issuer, "ada")).status_code == 202

@@ -12,7 +12,8 @@ Two modes:
 
 In both the transit engine (per-user keys, ``circadia.userkeys``) is mounted at ``transit/``, and
 each service gets a token of its own whose policy allows only what the service does with the
-users' keys (``SERVICE_POLICIES``): the ingest gateway seals, the fan-out opens, the worker both.
+users' keys (``SERVICE_POLICIES``): the ingest gateway seals and erases (destroys a user's key),
+the fan-out opens, the worker both.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ _SEAL = (f'path "{_KEYS}" {{ capabilities = ["create", "update"] }}\n'
          f'path "transit/datakey/plaintext/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n')
 _IDENTIFY = f'path "transit/hmac/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n'
 _OPEN = f'path "transit/decrypt/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n'
+# an erasure (DELETE /v1/users/me) allows the key's deletion, then deletes it
+_ERASE = (f'path "{_KEYS}" {{ capabilities = ["create", "update", "delete"] }}\n'
+          f'path "transit/datakey/plaintext/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n')
 SERVICE_POLICIES = {
-    "ingest-gateway": _SEAL + _IDENTIFY,
+    "ingest-gateway": _ERASE + _IDENTIFY,
     "prediction-worker": _SEAL + _IDENTIFY + _OPEN,
     "fanout-gateway": _IDENTIFY + _OPEN,
 }
