@@ -22,7 +22,6 @@ readable, and the next upload after the event gets the new key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import uuid
@@ -31,12 +30,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from circadia.avro import SchemaSet
-from circadia.kafka import topic_layout
+from circadia.events import EventFeed
 from circadia.topics import CONFIG_AUDIT, USER_ERASURES
 from circadia.userkeys import UserKeys
 
@@ -86,73 +83,21 @@ async def erase(keys: UserKeys, send: Send, schemas: SchemaSet, user_id: str, *,
     return erasure, destroyed
 
 
-class ErasureFeed:
-    """Erasure events as they are published, to ``on_erasure`` (each process reads every partition
-    from the end: every replica applies every erasure). A failing callback is logged and counted,
-    never stops the feed; an unreachable broker is retried."""
+class ErasureFeed(EventFeed):
+    """Erasure events as they are published, to ``on_erasure`` (every replica applies every
+    erasure; see :class:`~circadia.events.EventFeed`)."""
 
     def __init__(self, bootstrap_servers: str, schemas: SchemaSet, on_erasure: Callable[[Erasure], Awaitable[None]],
                  *, security: dict[str, Any] | None = None, retry_seconds: float = 2.0) -> None:
-        self._bootstrap = bootstrap_servers
-        self._schema = schemas[ERASURE_SCHEMA]
-        self._schemas = schemas
-        self._on_erasure = on_erasure
-        self._security = security or {}
-        self._retry = retry_seconds
-        self._task: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()  # set once the feed reads from the end of every partition
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="erasure-feed")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                        client_id="circadia-erasures", **self._security)
-            try:
-                _, partitions = await topic_layout(self._bootstrap, USER_ERASURES, **self._security)
-                await consumer.start()
-                if not partitions:
-                    raise KafkaError(f"{USER_ERASURES} has no partitions (topic missing?)")
-                assigned = [TopicPartition(USER_ERASURES, p) for p in partitions]
-                consumer.assign(assigned)
-                await consumer.seek_to_end(*assigned)
-                for tp in assigned:  # resolve the end offsets now: an erasure after this is seen
-                    await consumer.position(tp)
-                self.listening.set()
-                while True:
-                    for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                        for message in messages:
-                            await self._apply(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the feed must outlive a broker outage
-                self.listening.clear()
-                log.warning("erasure feed interrupted; reconnecting", exc_info=True)
-                await asyncio.sleep(self._retry)
-            finally:
-                await consumer.stop()
-
-    async def _apply(self, message: Any) -> None:
-        try:
-            record = self._schemas.decode(message.value, list(message.headers), self._schema)
+        async def apply(record: dict[str, Any]) -> None:
             erasure = Erasure(str(record["erasure_id"]), record["user_id"], record["requested_at"],
                               record["requested_by"])
-        except Exception:
-            ERASURES_APPLIED.labels("undecodable").inc()
-            log.error("undecodable erasure event skipped", exc_info=True,
-                      extra={"partition": message.partition, "offset": message.offset})
-            return
-        try:
-            await self._on_erasure(erasure)
-        except Exception:
-            ERASURES_APPLIED.labels("failed").inc()
-            log.error("applying an erasure failed", exc_info=True, extra={"erasure_id": erasure.erasure_id})
-            return
-        ERASURES_APPLIED.labels("applied").inc()
+            try:
+                await on_erasure(erasure)
+            except Exception:
+                ERASURES_APPLIED.labels("failed").inc()
+                raise
+            ERASURES_APPLIED.labels("applied").inc()
+
+        super().__init__(bootstrap_servers, USER_ERASURES, schemas, ERASURE_SCHEMA, apply, security=security,
+                         retry_seconds=retry_seconds)

@@ -9,6 +9,8 @@ PREDICTIONS = "predictions.v1"
 HEALTH_SAMPLES_DLQ = "health.samples.dlq.v1"
 CONFIG_AUDIT = "config.audit.v1"
 USER_ERASURES = "user.erasures.v1"
+EXPORT_REQUESTS = "user.export.requests.v1"
+EXPORT_REPLIES = "user.export.replies.v1"
 
 DAY_MS = 24 * 60 * 60 * 1000
 MIB = 1024 * 1024
@@ -62,5 +64,17 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=6,  # as health.samples.v1: the worker owning a user's window gets the user's erasure
         doc="Users whose data was erased (io.circadia.privacy.Erasure), key = user id.",
         config={"retention.ms": str(30 * DAY_MS), "max.message.bytes": str(1 * MIB)},
+    ),
+    TopicSpec(
+        EXPORT_REQUESTS,
+        partitions=6,  # as health.samples.v1: the worker holding the user's window answers
+        doc="Users asking for a copy of their data (io.circadia.privacy.ExportRequest), key = user id.",
+        config={"retention.ms": str(DAY_MS), "max.message.bytes": str(1 * MIB)},
+    ),
+    TopicSpec(
+        EXPORT_REPLIES,
+        partitions=6,
+        doc="The worker's answers (io.circadia.privacy.ExportReply, sealed), key = user id.",
+        config={"retention.ms": str(DAY_MS), "max.message.bytes": str(SAMPLES_MAX_MESSAGE_BYTES)},
     ),
 )

@@ -49,11 +49,12 @@ from circadia.sealing import RecordSeal
 from circadia.secrets import SecretWatcher
 from circadia.topics import HEALTH_SAMPLES
 from circadia.tracing import current_trace_id
-from circadia.userkeys import KeysUnavailable, UserKeys, token_rotation
+from circadia.userkeys import KeysUnavailable, Tampered, UserKeys, token_rotation
 from circadia.userkeys import from_config as user_keys_from_config
 from ingest_gateway import metrics
 from ingest_gateway.body import BodyLimits, check_declared_length, media_type, read_limited
 from ingest_gateway.errors import Rejection
+from ingest_gateway.export import Exports, ExportUnavailable
 from ingest_gateway.limits import max_samples_within, upload_record_bound
 from ingest_gateway.models import ValidationRules
 from ingest_gateway.prepare import BodyToPrepare, ParsersBusy, PreparedUpload, Schemas, UploadParsers
@@ -87,6 +88,7 @@ class Gateway:
     audit: ConfigAudit
     schemas: SchemaSet
     erasures: ErasureFeed  # other replicas' erasures: the users' cached keys are dropped here too
+    exports: Exports
 
     @classmethod
     def from_config(cls, config: ServiceConfig, schemas: SchemaSet | None = None,
@@ -136,6 +138,8 @@ class Gateway:
             schemas=schemas,
             erasures=ErasureFeed(settings.kafka_bootstrap_servers, schemas, _forget_keys(keys),
                                  security=client_security(config)),
+            exports=Exports(publisher, schemas, keys, settings.kafka_bootstrap_servers,
+                            timeout=settings.ingest_export_timeout_seconds, security=client_security(config)),
         )
 
 
@@ -389,6 +393,44 @@ class ErasureHandler:
                 from None
 
 
+class ExportHandler:
+    """``GET /v1/users/me/export``: the token's own user's data as JSON (``ingest_gateway.export``)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._g = gateway
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            response = await self._handle(request)
+        except Rejection as rejection:
+            metrics.REJECTIONS.labels(rejection.reason).inc()
+            response = rejection.response()
+        metrics.REQUESTS.labels(str(response.status_code)).inc()
+        return response
+
+    async def _handle(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        await rate_limited(self._g.ip_limit, client, "client")  # the uploads' limits
+        user_id = await authenticated(self._g.verifier, request)
+        quota = await rate_limited(self._g.user_limit, user_id, "user")
+        try:
+            document = await self._g.exports.export(user_id)
+        except (ExportUnavailable, BrokerUnavailable, KeysUnavailable) as exc:
+            log.warning("export not answered: %s", exc)
+            raise Rejection(503, "export_unavailable", headers={"Retry-After": "5"}, errors=[{
+                "loc": [], "msg": f"the export could not be made now ({type(exc).__name__}); retry"}]) from None
+        except Tampered as exc:
+            log.error("export reply refused: %s", exc)
+            raise Rejection(500, "export_refused", errors=[{
+                "loc": [], "msg": "the export reply did not authenticate; retrying will not help"}]) from None
+        metrics.EXPORTS.inc()
+        day = datetime.now(UTC).date().isoformat()
+        response = Response(document, media_type="application/json", headers={
+            "Content-Disposition": f'attachment; filename="circadia-export-{day}.json"', "Cache-Control": "no-store"})
+        response.headers.update(quota.headers())
+        return response
+
+
 def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -404,9 +446,11 @@ def create_app(gateway: Gateway) -> Starlette:
         await gateway.secrets.start()
         await gateway.audit.start()
         await gateway.erasures.start()
+        await gateway.exports.feed.start()
         try:
             yield
         finally:
+            await gateway.exports.feed.stop()
             await gateway.erasures.stop()
             await gateway.audit.stop()
             await gateway.secrets.stop()
@@ -441,6 +485,7 @@ def create_app(gateway: Gateway) -> Starlette:
         routes=[
             Route("/v1/uploads", UploadHandler(gateway).handle, methods=["POST"]),
             Route("/v1/users/me", ErasureHandler(gateway).handle, methods=["DELETE"]),
+            Route("/v1/users/me/export", ExportHandler(gateway).handle, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
@@ -451,7 +496,7 @@ def create_app(gateway: Gateway) -> Starlette:
             Middleware(HardenedResponses),
             # devices need no CORS; browsers only from the listed origins, never credentials
             Middleware(CORSMiddleware, allow_origins=gateway.settings.ingest_cors_origins,
-                       allow_methods=["POST", "DELETE"],
+                       allow_methods=["GET", "POST", "DELETE"],
                        allow_headers=["authorization", "content-type", "content-encoding", "x-request-id"],
                        expose_headers=["x-trace-id", "x-request-id", "retry-after", "ratelimit-limit",
                                        "ratelimit-remaining", "ratelimit-reset"], max_age=600),

@@ -49,3 +49,4 @@ PARSE_OFFLOADED = Counter(
 ERASURES = Counter("circadia_ingest_erasures_total",
                    "Users erased through DELETE /v1/users/me, by whether a key was destroyed (destroyed, no_key).",
                    ["outcome"])
+EXPORTS = Counter("circadia_ingest_exports_total", "Exports answered through GET /v1/users/me/export.")

@@ -111,6 +111,34 @@ def build() -> dict[str, Any]:
             "idempotency_entries_deleted": {"type": "integer", "minimum": 0},
         },
     }
+    components["Export"] = {
+        "type": "object",
+        "required": ["format", "user_id", "exported_at", "window", "result"],
+        "description": "The user's data as the platform holds it now (prediction_worker/export.py).",
+        "properties": {
+            "format": {"const": "circadia-export@1"},
+            "user_id": {"type": "string"},
+            "exported_at": {"type": "string", "format": "date-time"},
+            "window": {
+                "type": ["object", "null"],
+                "description": "null: nothing held (never uploaded, or erased). The trailing 7 days by minute: "
+                               "per device its activity count class and its series (step_count, "
+                               "activity_count, heart_rate as the minute's mean; null where a minute has no "
+                               "data), the device-reported sleep stages, the uploads applied.",
+                "required": ["start", "minutes", "utc_offset_minutes", "devices", "sleep", "uploads_applied"],
+                "properties": {
+                    "start": {"type": "string", "format": "date-time"},
+                    "minutes": {"type": "integer"},
+                    "utc_offset_minutes": {"type": "integer"},
+                    "devices": {"type": "object", "additionalProperties": {"type": "object"}},
+                    "sleep": {"type": "array", "items": {"type": "object"}},
+                    "uploads_applied": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+            },
+            "result": {"type": ["object", "null"],
+                       "description": "An io.circadia.prediction.Prediction computed on the window now."},
+        },
+    }
     components["Error"] = {
         "type": "object",
         "required": ["error"],
@@ -208,6 +236,28 @@ def build() -> dict[str, Any]:
                                       "cannot be erased this way (development only)."),
                         "503": _error("The key service or Kafka could not be reached; repeat the request.",
                                       retry_after),
+                    },
+                }
+            },
+            "/v1/users/me/export": {
+                "get": {
+                    "operationId": "exportMe",
+                    "summary": "A copy of the token's user's data (the current window and a result on it)",
+                    "description": "Answered by the worker that holds the user's window, through Kafka; rate-"
+                                   "limited like uploads. The document is sent as an attachment and never "
+                                   "cached.",
+                    "responses": {
+                        "200": {"description": "The export document.",
+                                "content": _json({"$ref": "#/components/schemas/Export"}),
+                                "headers": {**RATE_HEADERS, "Content-Disposition": _header(
+                                    "attachment; filename=circadia-export-<date>.json", {"type": "string"})}},
+                        "401": _error("Missing, malformed, expired or foreign token.",
+                                      {"WWW-Authenticate": _header("Bearer challenge.", {"type": "string"})}),
+                        "429": _error("Rate limit of the user or client address exceeded.",
+                                      {**retry_after, **RATE_HEADERS}),
+                        "500": _error("The worker's reply did not authenticate; a retry will not help."),
+                        "503": _error("No answer in time (the worker, Kafka or the key service unavailable); "
+                                      "retry.", retry_after),
                     },
                 }
             },

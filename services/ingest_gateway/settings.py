@@ -21,6 +21,8 @@ class IngestSettings(AuthSettings, RedisSettings):
     ingest_max_samples: int = Field(default=50_000, ge=1)
     ingest_history_days: int = Field(default=30, ge=1, description="Oldest accepted sample age.")
     ingest_produce_timeout_seconds: float = Field(default=10.0, gt=0)
+    ingest_export_timeout_seconds: float = Field(default=10.0, gt=0,
+                                                 description="How long GET /v1/users/me/export waits for the worker.")
     ingest_parse_workers: int = Field(
         default=2, ge=0, description="Parser processes for large bodies; 0: every body is parsed on the event loop.")
     ingest_parse_offload_bytes: int = Field(

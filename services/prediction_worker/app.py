@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+import cramjam
 import faust
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from opentelemetry import propagate, trace
@@ -34,6 +35,8 @@ from circadia.deadletters import VALUE_OMITTED
 from circadia.kafka import COMPRESSION, PRODUCER_MAX_REQUEST_BYTES
 from circadia.sealing import RecordSeal
 from circadia.topics import (
+    EXPORT_REPLIES,
+    EXPORT_REQUESTS,
     HEALTH_SAMPLES,
     HEALTH_SAMPLES_DLQ,
     PREDICTIONS,
@@ -45,6 +48,7 @@ from circadia.tracing import context_from_headers
 from circadia.userkeys import Erased, KeysUnavailable, UserKeys
 from prediction_worker import metrics
 from prediction_worker.consumer import SafeConsumer
+from prediction_worker.export import export_document
 from prediction_worker.inputs import movement
 from prediction_worker.recovery import SeekFirstTableManager
 from prediction_worker.results import ModelOutcome, build_prediction
@@ -58,6 +62,7 @@ tracer = trace.get_tracer("prediction_worker")
 
 UPLOAD_SCHEMA = "io.circadia.health.HealthUpload"
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
+EXPORT_REQUEST, EXPORT_REPLY = "io.circadia.privacy.ExportRequest", "io.circadia.privacy.ExportReply"
 WINDOWS_TABLE = "user-windows"
 # what stays readable of sealed records (circadia.sealing)
 UPLOAD_ROUTING = ("upload_id", "user_id", "received_at")
@@ -359,6 +364,32 @@ class UploadProcessor:
         metrics.ERASURES.labels("window_removed" if removed else "no_window").inc()
         log.info("user erased", extra={"window_removed": removed})
 
+    async def export(self, event: faust.EventT, replies: faust.TopicT) -> None:
+        """An export request (user.export.requests.v1): the user's window and a result on it, sealed,
+        to user.export.replies.v1 (``prediction_worker.export``). A request that cannot be answered
+        is logged and counted; the gateway's wait for it ends in a 503 the client may retry."""
+        try:
+            request = self._schemas.decode(event.value, header_list(event.headers), self._schemas[EXPORT_REQUEST])
+            user_id = request["user_id"]
+            window = await self._store.read(user_id.encode())
+            now = datetime.now(UTC)
+            content = bytes(cramjam.zstd.compress(export_document(user_id, window, now), level=3))
+            reply: dict[str, Any] = {"request_id": str(request["request_id"]), "user_id": user_id,
+                                     "produced_at": now, "content": content}
+            if self._keys is not None:
+                sealed = await self._keys.seal_async(user_id, EXPORT_REPLIES, content)
+                reply.update(content=sealed.ciphertext, key_id=sealed.key_id, wrapped_key=sealed.wrapped_key,
+                             nonce=sealed.nonce)
+            schema = self._schemas[EXPORT_REPLY]
+            await (await replies.send(key=user_id.encode(), value=schema.encode(reply), headers=schema.headers(),
+                                      force=True))
+        except Exception:
+            metrics.EXPORTS.labels("failed").inc()
+            log.error("export request not answered", exc_info=True, extra={"offset": event.message.offset})
+            return
+        metrics.EXPORTS.labels("answered" if window is not None else "empty").inc()
+        log.info("export answered", extra={"request_id": reply["request_id"], "bytes": len(reply["content"])})
+
     def cancel_model_runs(self) -> None:
         """Partitions were revoked: a running model's user may now belong to another worker,
         which publishes the uploads still pending in the window it restores."""
@@ -530,6 +561,13 @@ def build_app(settings: WorkerSettings, schemas: SchemaSet, model: ModelStage | 
     async def erasures(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await processor.erase(event)
+
+    export_replies = raw_topic(EXPORT_REPLIES)
+
+    @app.agent(raw_topic(EXPORT_REQUESTS))
+    async def exports(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await processor.export(event, export_replies)
 
     @app.timer(max(0.5, settings.worker_debounce_seconds / 2))
     async def flush_pending() -> None:

@@ -73,3 +73,5 @@ OFFSET_GAPS.labels(HEALTH_SAMPLES)
 ERASURES = Counter("circadia_worker_erasures_total",
                    "Erasure events applied, by outcome (window_removed, no_window, window_kept: the key service "
                    "was unavailable and the window stays sealed with the destroyed key, unkeyed).", ["outcome"])
+EXPORTS = Counter("circadia_worker_exports_total",
+                  "Export requests, by outcome (answered, empty: no window of the user, failed).", ["outcome"])

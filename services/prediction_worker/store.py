@@ -56,6 +56,18 @@ class WindowStore:
             if not lock.locked():
                 self._locks.pop(user, None)
 
+    async def read(self, user: bytes) -> UserWindow | None:
+        """The user's window as stored, or None (an export: nothing is written back)."""
+        lock = self._locks.setdefault(user, asyncio.Lock())
+        try:
+            async with lock:
+                if self._table.get(user) is None:
+                    return None
+                return await self._read(user)
+        finally:
+            if not lock.locked():
+                self._locks.pop(user, None)
+
     async def erase(self, user: bytes) -> bool:
         """An erasure event: remove the user's window (a tombstone on the changelog) unless it was
         sealed with a key made after the erasure (uploads of the user that this worker applied

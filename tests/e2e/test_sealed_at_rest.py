@@ -12,13 +12,14 @@ import struct
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from circadia.avro import SchemaSet
 from circadia.devstack.stack import LocalStack
-from circadia.topics import HEALTH_SAMPLES, PREDICTIONS
+from circadia.topics import EXPORT_REPLIES, HEALTH_SAMPLES, PREDICTIONS
 from tests.e2e.conftest import next_prediction, open_socket, post
 
 SCHEMAS = SchemaSet.load()
@@ -100,11 +101,16 @@ async def test_nothing_at_rest_holds_a_users_device_or_values(stack: LocalStack,
     # the socket got the opened result: the week's steps, the distinctive minute among them
     assert sum(day["steps"] or 0 for day in prediction["daily_activity"]) >= DISTINCT
     assert prediction["user_id"] == user
+    # and the user's export (answered through user.export.*, which the scan below covers too)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.ingest}", timeout=30) as client:
+        token = stack.issuer.mint(user)
+        exported = await client.get("/v1/users/me/export", headers={"Authorization": f"Bearer {token}"})
+    assert exported.status_code == 200 and device in exported.json()["window"]["devices"]
 
     records = await every_record(kafka_bootstrap)
     mine = [r for r in records if r[1] == user.encode()]
     topics = {topic for topic, *_ in mine}
-    assert {HEALTH_SAMPLES, PREDICTIONS} <= topics and any("changelog" in t for t in topics), topics
+    assert {HEALTH_SAMPLES, PREDICTIONS, EXPORT_REPLIES} <= topics and any("changelog" in t for t in topics), topics
     for topic, key, value, headers in records:
         for secret in secrets:
             assert secret not in value and secret not in key, f"{topic} holds {secret!r} in plaintext"

@@ -37,7 +37,9 @@ def test_no_server_error_and_no_undocumented_response(ingest_url: str, dev_issue
                                                      mode: GenerationMode) -> None:
     served = httpx.get(f"{ingest_url}/openapi.json").json()
     assert served == openapi.build()
-    api = schemathesis.openapi.from_dict(served)
+    # the export is answered by the worker, which this gateway runs without (its 503 would count as a
+    # server error): tests/e2e/test_export.py covers it on the whole stack
+    api = schemathesis.openapi.from_dict(served).exclude(path="/v1/users/me/export")
     headers = {"Authorization": f"Bearer {dev_issuer.mint('contract-user')}"}
     calls: list[int] = []
 

@@ -68,7 +68,8 @@ def test_kafka_channels_are_the_topics_with_their_avro_schemas(doc: dict) -> Non
     expected = {"healthUpload": "io.circadia.health.HealthUpload",
                 "predictionRecord": "io.circadia.prediction.Prediction",
                 "configChange": "io.circadia.audit.ConfigChange", "userErasure": "io.circadia.audit.UserErasure",
-                "erasure": "io.circadia.privacy.Erasure"}
+                "erasure": "io.circadia.privacy.Erasure", "exportRequest": "io.circadia.privacy.ExportRequest",
+                "exportReply": "io.circadia.privacy.ExportReply"}
     for message, full_name in expected.items():
         payload = doc["components"]["messages"][message]["payload"]
         assert payload["schemaFormat"].startswith("application/vnd.apache.avro")

@@ -12,8 +12,8 @@ Two modes:
 
 In both the transit engine (per-user keys, ``circadia.userkeys``) is mounted at ``transit/``, and
 each service gets a token of its own whose policy allows only what the service does with the
-users' keys (``SERVICE_POLICIES``): the ingest gateway seals and erases (destroys a user's key),
-the fan-out opens, the worker both.
+users' keys (``SERVICE_POLICIES``): the ingest gateway seals, erases (destroys a user's key) and
+opens the exports the worker answers it with; the fan-out opens; the worker seals and opens.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ _OPEN = f'path "transit/decrypt/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n
 _ERASE = (f'path "{_KEYS}" {{ capabilities = ["create", "update", "delete"] }}\n'
           f'path "transit/datakey/plaintext/{KEY_PREFIX}*" {{ capabilities = ["update"] }}\n')
 SERVICE_POLICIES = {
-    "ingest-gateway": _ERASE + _IDENTIFY,
+    "ingest-gateway": _ERASE + _IDENTIFY + _OPEN,  # opens only the exports the worker seals for it
     "prediction-worker": _SEAL + _IDENTIFY + _OPEN,
     "fanout-gateway": _IDENTIFY + _OPEN,
 }
