@@ -169,7 +169,7 @@ async def test_an_erased_user_is_gone_everywhere_and_starts_afresh(stack: LocalS
     await grace_ws.close()
 
 
-async def test_a_tampered_record_and_one_under_another_users_key_are_dead_lettered(stack: LocalStack) -> None:
+async def test_tampered_records_and_foreign_or_unknown_keys_are_dead_lettered(stack: LocalStack) -> None:
     ada, grace = f"tamper-ada-{RUN}", f"tamper-grace-{RUN}"
     since = datetime.now(UTC) - timedelta(seconds=5)
     bodies = {user: upload_body([5] * 5, start=MORNING) for user in (ada, grace)}
@@ -183,14 +183,15 @@ async def test_a_tampered_record_and_one_under_another_users_key_are_dead_letter
                                     + ciphertext[41:]}}
     grace_outer = SCHEMAS.decode(grace_value, headers, UPLOAD, logical=False)
     foreign = {**outer, "sealed": grace_outer["sealed"]}  # Grace's content, key and all, under Ada's record
-    for record in (tampered, foreign):
+    unknown = {**outer, "sealed": {**outer["sealed"], "key_id": "circadia-user-" + "0" * 64 + "@" + "1" * 24}}
+    for record in (tampered, foreign, unknown):
         await produce(stack.bootstrap_servers, ada_key, UPLOAD.write(record), headers)
 
-    async def two_letters() -> bool:
+    async def three_letters() -> bool:
         letters = [x for x in await list_dead_letters(stack.bootstrap_servers, since=since) if x.key == ada_key]
-        return len(letters) >= 2
+        return len(letters) >= 3
 
-    await eventually(two_letters, what="two dead letters")
+    await eventually(three_letters, what="three dead letters")
     letters = [x for x in await list_dead_letters(stack.bootstrap_servers, since=since) if x.key == ada_key]
     assert {(x.get("error.stage"), x.get("error.class")) for x in letters} == {("open", "Tampered")}
     assert all("plaintext" not in x.get("error.message") for x in letters)

@@ -1,5 +1,6 @@
 """A user's health data is sealed wherever the platform keeps it: every Kafka topic (read record by
-record, so compressed batches are searched decompressed), every Redis key and every service log.
+record, so compressed batches are searched decompressed, and the broker's segment files byte by
+byte), every Redis key and every service log.
 
 A week of a device with a unique id and model, with a distinctive sample value, goes through the
 real stack (OpenBao, Kafka, Redis, the three services); the user's socket gets the result, opened
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -20,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from circadia.avro import SchemaSet
 from circadia.devstack.stack import LocalStack
 from circadia.topics import EXPORT_REPLIES, HEALTH_SAMPLES, PREDICTIONS
+from tests.chaos.harness import chaos_stack
 from tests.e2e.conftest import next_prediction, open_socket, post
 
 SCHEMAS = SchemaSet.load()
@@ -86,8 +90,20 @@ async def every_redis_value(url: str) -> list[bytes]:
     return values
 
 
-async def test_nothing_at_rest_holds_a_users_device_or_values(stack: LocalStack, kafka_bootstrap: str,
-                                                             redis_url: str) -> None:
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack with a Kafka and a Redis of its own, so its segment files are this test's to read."""
+    stack = chaos_stack(tmp_path_factory.mktemp("at-rest"))
+    try:
+        stack.up(report=lambda line: None)
+        yield stack
+    finally:
+        stack.down()
+
+
+async def test_nothing_at_rest_holds_a_users_device_or_values(own_stack: LocalStack) -> None:
+    stack = own_stack
+    kafka_bootstrap, redis_url = stack.bootstrap_servers, stack.redis_url
     user = f"sealed-{uuid.uuid4().hex[:6]}"
     device, model = f"dev-{uuid.uuid4().hex}", f"Model-{uuid.uuid4().hex[:12]}"
     secrets = [device.encode(), model.encode(), struct.pack("<d", DISTINCT)]
@@ -118,6 +134,12 @@ async def test_nothing_at_rest_holds_a_users_device_or_values(stack: LocalStack,
     sealed = [SCHEMAS.decode(value, headers, SCHEMAS["io.circadia.health.HealthUpload"])
               for topic, key, value, headers in mine if topic == HEALTH_SAMPLES]
     assert sealed and all(r["sealed"] is not None and r["samples"] == [] for r in sealed)
+
+    segments = [path for path in stack.kafka.data_dir.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".log" for path in segments)
+    for path in segments:
+        data = path.read_bytes()
+        assert all(secret not in data for secret in secrets), f"{path} holds the user's data in plaintext"
 
     for value in await every_redis_value(redis_url):
         assert all(secret not in value for secret in secrets), "Redis holds the user's data in plaintext"
