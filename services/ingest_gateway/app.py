@@ -28,10 +28,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
 
 from circadia.audit import ConfigAudit
-from circadia.auth import CertificateSource, FirebaseTokenVerifier, InvalidTokenError
+from circadia.auth import CertificateSource, FirebaseTokenVerifier
 from circadia.avro import AvroSchema, SchemaSet
 from circadia.config import ServiceConfig
-from circadia.erasure import Erasure, ErasureFeed, erase
+from circadia.erasure import Erasure, ErasureFeed
 from circadia.errors import dsn_rotation
 from circadia.http import HardenedResponses
 from circadia.idempotency import (
@@ -43,21 +43,23 @@ from circadia.idempotency import (
     UploadLedger,
 )
 from circadia.kafka import client_security
-from circadia.ratelimit import RateDecision, RateLimit
+from circadia.ratelimit import RateLimit
 from circadia.redis_client import connection_pool, password_rotation, redis_answers
 from circadia.sealing import RecordSeal
 from circadia.secrets import SecretWatcher
 from circadia.topics import HEALTH_SAMPLES
 from circadia.tracing import current_trace_id
-from circadia.userkeys import KeysUnavailable, Tampered, UserKeys, token_rotation
+from circadia.userkeys import KeysUnavailable, UserKeys, token_rotation
 from circadia.userkeys import from_config as user_keys_from_config
 from ingest_gateway import metrics
+from ingest_gateway.access import authenticated, rate_limited
 from ingest_gateway.body import BodyLimits, check_declared_length, media_type, read_limited
 from ingest_gateway.errors import Rejection
-from ingest_gateway.export import Exports, ExportUnavailable
+from ingest_gateway.export import Exports
 from ingest_gateway.limits import max_samples_within, upload_record_bound
 from ingest_gateway.models import ValidationRules
 from ingest_gateway.prepare import BodyToPrepare, ParsersBusy, PreparedUpload, Schemas, UploadParsers
+from ingest_gateway.privacy import ErasureHandler, ExportHandler
 from ingest_gateway.publisher import BrokerUnavailable, LimitMismatch, RecordRefused, UploadPublisher
 from ingest_gateway.settings import IngestSettings
 
@@ -66,7 +68,6 @@ log = logging.getLogger(__name__)
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 # what stays readable of a sealed upload (circadia.sealing): the idempotency key, the user, the time
 UPLOAD_ROUTING = ("upload_id", "user_id", "received_at")
-CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
 @dataclass(frozen=True)
@@ -143,29 +144,6 @@ class Gateway:
         )
 
 
-async def rate_limited(limit: RateLimit, identity: str, loc: str) -> RateDecision:
-    """The limit's decision for ``identity``; a 429 with ``Retry-After`` when it refuses."""
-    decision = await limit.hit(identity)
-    if not decision.allowed:
-        raise Rejection(429, "rate_limited", headers=decision.headers(),
-                        errors=[{"loc": [loc], "msg": f"more than {limit.item} requests"}])
-    return decision
-
-
-async def authenticated(verifier: FirebaseTokenVerifier, request: Request) -> str:
-    """The verified user of the request's bearer token; a 401 with a challenge otherwise."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Rejection(401, "missing_bearer_token", headers={"WWW-Authenticate": "Bearer"},
-                        errors=[{"loc": ["header", "authorization"], "msg": "Bearer token required"}])
-    try:
-        verified = await verifier.verify(token.strip())
-    except InvalidTokenError as exc:
-        raise Rejection(401, "invalid_token", headers=CHALLENGE,
-                        errors=[{"loc": ["header", "authorization"], "msg": exc.reason}]) from None
-    return verified.user_id
-
-
 def _forget_keys(keys: UserKeys | None) -> Callable[[Erasure], Awaitable[None]]:
     async def forget(erasure: Erasure) -> None:
         if keys is not None:
@@ -210,9 +188,9 @@ class UploadHandler:
 
     async def _handle(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
-        await self._limit(self._g.ip_limit, client, "client")
-        user_id = await self._authenticate(request)
-        quota = await self._limit(self._g.user_limit, user_id, "user")
+        await rate_limited(self._g.ip_limit, client, "client")
+        user_id = await authenticated(self._g.verifier, request)
+        quota = await rate_limited(self._g.user_limit, user_id, "user")
         media_type(request.headers.get("content-type"))  # 415 before reading the body
         check_declared_length(request.headers.get("content-length"), self._limits.max_bytes)
         request.state.body_requested = True  # uvicorn answers "100 Continue" on the first read
@@ -240,11 +218,6 @@ class UploadHandler:
             raise Rejection(500, "parser_failed", errors=[{
                 "loc": ["body"], "msg": "the body's parser stopped; the upload was not stored"}]) from None
 
-    async def _limit(self, limit: RateLimit, identity: str, loc: str) -> RateDecision:
-        return await rate_limited(limit, identity, loc)
-
-    async def _authenticate(self, request: Request) -> str:
-        return await authenticated(self._g.verifier, request)
 
     async def _publish_once(self, user_id: str, upload: PreparedUpload) -> JSONResponse:
         upload_id, digest, accepted = upload.upload_id, upload.digest, upload.samples
@@ -335,100 +308,6 @@ class UploadHandler:
         trace.get_current_span().set_attributes({"circadia.upload.partition": partition,
                                                  "circadia.upload.offset": offset})
         return partition, offset
-
-
-class ErasureHandler:
-    """``DELETE /v1/users/me``: the token's own user is erased (``circadia.erasure``)."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self._g = gateway
-
-    async def handle(self, request: Request) -> Response:
-        try:
-            response = await self._handle(request)
-        except Rejection as rejection:
-            metrics.REJECTIONS.labels(rejection.reason).inc()
-            response = rejection.response()
-        metrics.REQUESTS.labels(str(response.status_code)).inc()
-        return response
-
-    async def _handle(self, request: Request) -> Response:
-        client = request.client.host if request.client else "unknown"
-        await rate_limited(self._g.ip_limit, client, "client")  # the uploads' limits
-        user_id = await authenticated(self._g.verifier, request)
-        quota = await rate_limited(self._g.user_limit, user_id, "user")
-        keys = self._g.keys
-        if keys is None:
-            raise Rejection(501, "erasure_unavailable", errors=[{"loc": [], "msg": (
-                "this deployment has no key service (CIRCADIA_USER_KEYS_ADDR): its records are not sealed, "
-                "so they cannot be erased by destroying a key")}])
-        try:
-            erasure, destroyed = await erase(keys, self._send, self._g.schemas, user_id, requested_by="user",
-                                             service="ingest-gateway")
-        except KeysUnavailable as exc:
-            log.error("erasure not done: the key service is unavailable: %s", exc)
-            raise Rejection(503, "keys_unavailable", headers={"Retry-After": "5"}, errors=[{
-                "loc": [], "msg": "nothing was erased yet (the key service could not be reached); retry"}]) from None
-        try:
-            forgotten = await self._g.ledger.forget_user(user_id)
-        except LedgerUnavailable as exc:
-            forgotten = 0  # the entries expire with their TTL; a re-sent upload is then a duplicate until then
-            log.warning("erasure: the idempotency entries were not deleted", extra={"error": str(exc),
-                                                                                   "erasure_id": erasure.erasure_id})
-        metrics.ERASURES.labels("destroyed" if destroyed else "no_key").inc()
-        response = JSONResponse({"erasure_id": erasure.erasure_id, "key_destroyed": destroyed,
-                                 "idempotency_entries_deleted": forgotten}, status_code=202)
-        response.headers.update(quota.headers())
-        return response
-
-    async def _send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        try:
-            await self._g.publisher.publish(topic, key=key, value=value, headers=headers)
-        except BrokerUnavailable:
-            # the key is destroyed already: the data is erased; the event tells the services to
-            # drop their copies, and a repeated DELETE publishes it again
-            log.error("erasure event not published: Kafka unavailable", exc_info=True)
-            raise Rejection(503, "broker_unavailable", headers={"Retry-After": "5"}, errors=[{
-                "loc": [], "msg": "the user's key was destroyed, but the services were not told yet; retry"}]) \
-                from None
-
-
-class ExportHandler:
-    """``GET /v1/users/me/export``: the token's own user's data as JSON (``ingest_gateway.export``)."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self._g = gateway
-
-    async def handle(self, request: Request) -> Response:
-        try:
-            response = await self._handle(request)
-        except Rejection as rejection:
-            metrics.REJECTIONS.labels(rejection.reason).inc()
-            response = rejection.response()
-        metrics.REQUESTS.labels(str(response.status_code)).inc()
-        return response
-
-    async def _handle(self, request: Request) -> Response:
-        client = request.client.host if request.client else "unknown"
-        await rate_limited(self._g.ip_limit, client, "client")  # the uploads' limits
-        user_id = await authenticated(self._g.verifier, request)
-        quota = await rate_limited(self._g.user_limit, user_id, "user")
-        try:
-            document = await self._g.exports.export(user_id)
-        except (ExportUnavailable, BrokerUnavailable, KeysUnavailable) as exc:
-            log.warning("export not answered: %s", exc)
-            raise Rejection(503, "export_unavailable", headers={"Retry-After": "5"}, errors=[{
-                "loc": [], "msg": f"the export could not be made now ({type(exc).__name__}); retry"}]) from None
-        except Tampered as exc:
-            log.error("export reply refused: %s", exc)
-            raise Rejection(500, "export_refused", errors=[{
-                "loc": [], "msg": "the export reply did not authenticate; retrying will not help"}]) from None
-        metrics.EXPORTS.inc()
-        day = datetime.now(UTC).date().isoformat()
-        response = Response(document, media_type="application/json", headers={
-            "Content-Disposition": f'attachment; filename="circadia-export-{day}.json"', "Cache-Control": "no-store"})
-        response.headers.update(quota.headers())
-        return response
 
 
 def create_app(gateway: Gateway) -> Starlette:
