@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from circadia import __version__
-from circadia.avro import SchemaSet
+from circadia.avro import HEADER_SCHEMA_NAME, SchemaSet, header
 from circadia.config import ServiceConfig
 from circadia.kafka import client_security, create_producer
 from circadia.topics import CONFIG_AUDIT
@@ -67,8 +67,9 @@ async def previous_event(config: ServiceConfig, schemas: SchemaSet) -> dict[str,
         end = (await consumer.end_offsets([tp]))[tp]
         while await consumer.position(tp) < end:
             for messages in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                for message in messages:
-                    if message.key == config.service.encode():
+                for message in messages:  # the topic also holds erasures' audit records (circadia.erasure)
+                    if message.key == config.service.encode() and \
+                            header(message.headers, HEADER_SCHEMA_NAME) == SCHEMA.encode():
                         latest = message
     finally:
         await consumer.stop()
