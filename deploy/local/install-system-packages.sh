@@ -2,10 +2,12 @@
 # Install the Debian packages the local stack runs, when their commands are missing:
 #   redis-server  (Redis 7, package redis-server)
 #   prometheus, promtool  (Prometheus 2.42, package prometheus)
+#   chromium  (Debian's Chromium, driven by Playwright in the results page's browser tests)
 # Called by circadia.devstack on first use; safe to run again (does nothing when present).
 set -euo pipefail
 
-declare -A package_of=( [redis-server]=redis-server [redis-cli]=redis-tools [prometheus]=prometheus [promtool]=prometheus )
+declare -A package_of=( [redis-server]=redis-server [redis-cli]=redis-tools [prometheus]=prometheus [promtool]=prometheus
+                        [chromium]=chromium )
 missing=()
 for command in "$@"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${package_of[$command]:-$command}")
