@@ -5,15 +5,27 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+WEB       := services/fanout_gateway/web
+WEB_STAMP := $(WEB)/vendor/.built
 
-.PHONY: run test up down status demo install lock clean fuzz openapi schemas-archive bench fetch-pat pat-fixture lint audit secrets-baseline
+.PHONY: run test up down status demo install web lock clean fuzz openapi schemas-archive bench fetch-pat pat-fixture lint audit secrets-baseline
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $@
 
-install: $(STAMP)
+install: $(STAMP) $(WEB_STAMP)
+
+## make web: vendor the results page's chart library (npm, pinned by its lock file) and the stream client
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json clients/stream/src/index.js
+	npm ci --prefix $(WEB) --no-audit --no-fund --silent
+	mkdir -p $(WEB)/vendor
+	cp $(WEB)/node_modules/uplot/dist/uPlot.iife.min.js $(WEB)/node_modules/uplot/dist/uPlot.min.css $(WEB)/vendor/
+	cp clients/stream/src/index.js $(WEB)/vendor/stream.js
+	@touch $@
+
+web: $(WEB_STAMP)
 
 LINT_STAMP := $(VENV)/.lint-installed
 $(LINT_STAMP): $(STAMP)
@@ -21,17 +33,17 @@ $(LINT_STAMP): $(STAMP)
 	@touch $@
 
 ## make run: start the local stack (Kafka + the three services) and run the demo
-run: $(STAMP)
+run: $(STAMP) $(WEB_STAMP)
 	$(BIN)/circadia up
 	$(BIN)/circadia demo
 
 ## make test: the whole suite against real servers, with the coverage gate (85 %)
-test: $(STAMP)
+test: $(STAMP) $(WEB_STAMP)
 	rm -f .coverage .coverage.*
 	$(BIN)/python -m pytest --cov --cov-report=term
 
 
-up: $(STAMP)
+up: $(STAMP) $(WEB_STAMP)
 	$(BIN)/circadia up
 
 down: $(STAMP)

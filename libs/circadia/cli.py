@@ -198,6 +198,7 @@ def _demo(stack: LocalStack, args: argparse.Namespace) -> int:
                               f"ws://127.0.0.1:{p.fanout}/v1/stream"))
     print(f"""
 where to look:
+  results page     http://127.0.0.1:{p.fanout}/app/   sign in with the token of: circadia token demo-ada
   metrics          http://127.0.0.1:{p.ingest}/metrics  http://127.0.0.1:{p.worker_metrics}/metrics  http://127.0.0.1:{p.fanout}/metrics
   service logs     {stack.root / 'logs'}
   your own client  connect to ws://127.0.0.1:{p.fanout}/v1/stream and send {{"type": "auth", "token": "$(circadia token demo-ada)"}}

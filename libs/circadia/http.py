@@ -76,6 +76,8 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None
 
 
 def add_to(headers: MutableMapping[str, Any], request_id: str) -> None:
-    """The same headers on a response built outside ASGI (the fan-out's plain HTTP answers)."""
+    """The same headers on a response built outside ASGI (the fan-out's plain HTTP answers); a
+    header the response set itself (the results page's own policy) is kept."""
     for key, value in hardening_headers(request_id):
-        headers[key] = value
+        if key not in headers:
+            headers[key] = value

@@ -45,6 +45,7 @@ from fanout_gateway import metrics
 from fanout_gateway.feed import FeedMessage
 from fanout_gateway.history import Entry, HistoryUnavailable, Publication, UserHistory, prediction_message
 from fanout_gateway.live import LiveChannels, LiveUnavailable
+from fanout_gateway.page import PREFIX, ResultsPage
 from fanout_gateway.protocol import (
     CLOSE_AUTH,
     CLOSE_ERASED,
@@ -221,6 +222,7 @@ class FanoutServer:
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
         self.live = LiveChannels(pool, history.channel, on_message=self.on_live,
                                  on_resubscribed=self.on_resubscribed)
+        self._page = ResultsPage()
 
     # --- from the live channels and the feed to sockets -------------------------------------
 
@@ -602,6 +604,16 @@ class FanoutServer:
         if request.path == "/metrics":
             return _response(HTTPStatus.OK, prometheus_client.generate_latest(),
                              prometheus_client.CONTENT_TYPE_LATEST)
+        if request.path in ("/", "/app"):
+            response = _response(HTTPStatus.FOUND, b"", "text/plain")
+            response.headers["Location"] = PREFIX
+            return response
+        if request.path.startswith(PREFIX):
+            status, body, content_type, headers = self._page.answer(request.path.split("?", 1)[0])
+            response = _response(status, body, content_type)
+            for name, value in headers.items():
+                response.headers[name] = value
+            return response
         return _response(HTTPStatus.NOT_FOUND, b'{"error": "not_found"}', "application/json")
 
 
