@@ -98,6 +98,10 @@ export class StreamClient extends EventTarget {
     socket.addEventListener("open", () => this._authenticate(socket));
     socket.addEventListener("message", (event) => this._onMessage(socket, event));
     socket.addEventListener("close", (event) => this._onClose(socket, event));
+    // A connection that fails before it opens: some implementations (Node's) report only the error.
+    socket.addEventListener("error", () => setTimeout(() => {
+      if (socket === this._socket && socket.readyState !== 1) this._onClose(socket, { code: 1006, reason: "" });
+    }, 0));
   }
 
   async _token() {
@@ -170,6 +174,7 @@ export class StreamClient extends EventTarget {
 
   _onClose(socket, event) {
     if (socket !== this._socket || this._stopped) return;
+    this._socket = null; // a close reported twice (an error, then the close event) counts once
     const reason = closeReason(event.code);
     if (reason === "erased") {
       this.cursor = null;
