@@ -150,3 +150,25 @@ async def latest_epoch(stack: LocalStack, user: str) -> str:
         return (await next_prediction(ws, 30))["epoch"]
     finally:
         await ws.close()
+
+
+def test_a_replica_that_cannot_open_the_next_result_is_1013_and_the_client_retries(stack: LocalStack) -> None:
+    """A replica whose key service does not answer cannot open the user's latest result: it closes
+    with 1013 rather than skip it, and the client waits and tries again."""
+    user = f"js-keys-{os.urandom(3).hex()}"
+    assert asyncio.run(post(stack, user, upload_body([7] * 3))).status_code == 202
+    asyncio.run(latest_epoch(stack, user))  # the result is in the history
+    port = free_port()
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    cut_off = start_fanout(stack, f"fanout-no-keys-{user}", port, {"CIRCADIA_USER_KEYS_ADDR": nowhere})
+    try:
+        observer = Observer({"url": f"ws://127.0.0.1:{port}/v1/stream", "token": stack.issuer.mint(user)})
+        try:
+            closed = observer.wait_for(state("waiting"))
+            assert (closed["reason"], closed["code"]) == ("try_again_later", 1013)
+            observer.wait_for(state("connecting"))
+            assert not any(prediction(e) for e in observer.seen)  # nothing skipped, nothing half-delivered
+        finally:
+            observer.stop()
+    finally:
+        cut_off.stop()
