@@ -70,6 +70,8 @@ class RecordSeal:
         self.schema = schema
         self.topic = topic
         self.routing = routing
+        self._count = {kind: SEALING.labels(topic, "open", kind) for kind in ("plaintext", "sealed", "tampered")}
+        self._sealed_count = SEALING.labels(topic, "seal", "sealed")  # children looked up once: a hot path
         self._empty = {name: field["default"] if "default" in field else placeholder(field["type"])
                        for name, field in fields.items() if name not in routing}
 
@@ -84,7 +86,7 @@ class RecordSeal:
         """``content`` (this schema's record, Avro) sealed for the user; ``routing`` names the
         routing fields' values (the same as the content's)."""
         sealed = await keys.seal_async(user_id, self.topic, content)
-        SEALING.labels(self.topic, "seal", "sealed").inc()
+        self._sealed_count.inc()
         return self.envelope(routing, sealed)
 
     async def open(self, keys: UserKeys | None, record: dict[str, Any], *, logical: bool = True) -> dict[str, Any]:
@@ -113,10 +115,10 @@ class RecordSeal:
     def _sealed(self, keys: UserKeys | None, record: dict[str, Any]) -> tuple[UserKeys, Sealed] | None:
         sealed = record.get("sealed")
         if sealed is None:
-            SEALING.labels(self.topic, "open", "plaintext").inc()
+            self._count["plaintext"].inc()
             return None
         if keys is None:
-            SEALING.labels(self.topic, "open", "tampered").inc()
+            self._count["tampered"].inc()
             raise Tampered("a sealed record reached a service without a key service (CIRCADIA_USER_KEYS_ADDR)")
         return keys, Sealed(sealed["key_id"], sealed["wrapped_key"], sealed["nonce"], sealed["ciphertext"])
 
@@ -136,7 +138,7 @@ class RecordSeal:
         except Exception as exc:
             SEALING.labels(self.topic, "open", _kind(exc)).inc()
             raise
-        SEALING.labels(self.topic, "open", "sealed").inc()
+        self._count["sealed"].inc()
         return content
 
     def decode(self, content: bytes, fingerprint: str, *, logical: bool = True) -> dict[str, Any]:

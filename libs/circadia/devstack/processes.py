@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -10,9 +11,28 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from circadia.paths import PROJECT_ROOT
+
 
 class LaunchError(RuntimeError):
     """A server of the local stack could not be installed, started or reached."""
+
+
+INSTALLER = PROJECT_ROOT / "deploy" / "local" / "install-system-packages.sh"
+
+
+def system_command(command: str, *commands: str, error: type[LaunchError] | None = None) -> str:
+    """The path of a Debian-packaged ``command``, installed by the project's installer script (with
+    ``commands``, others of the same package) when missing; ``error`` (LaunchError) when it cannot be."""
+    path = shutil.which(command)
+    if path is None:
+        # the project's own installer script, run by the PATH's bash
+        result = subprocess.run(["bash", str(INSTALLER), command, *commands],  # noqa: S607  # nosec B607
+                                capture_output=True, text=True)
+        path = shutil.which(command)
+        if result.returncode != 0 or path is None:
+            raise (error or LaunchError)(f"cannot install {command}:\n{result.stdout}{result.stderr}")
+    return path
 
 
 def http_answers(url: str, timeout: float = 1.0) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +9,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
+from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers, system_command
 from circadia.paths import PROJECT_ROOT
 
-INSTALLER = PROJECT_ROOT / "deploy" / "local" / "install-system-packages.sh"
 RULES = PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
@@ -23,15 +20,8 @@ class PrometheusLaunchError(LaunchError):
 
 
 def prometheus_binary(command: str = "prometheus") -> str:
-    path = shutil.which(command)
-    if path is None:
-        # the project's own installer script, run by the PATH's bash
-        result = subprocess.run(["bash", str(INSTALLER), "prometheus", "promtool"],  # noqa: S607  # nosec B607
-                                capture_output=True, text=True)
-        path = shutil.which(command)
-        if result.returncode != 0 or path is None:
-            raise PrometheusLaunchError(f"cannot install prometheus:\n{result.stdout}{result.stderr}")
-    return path
+    other = "promtool" if command == "prometheus" else "prometheus"  # one package holds both
+    return system_command(command, other, error=PrometheusLaunchError)
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,12 @@ of a Redis restart that keeps its data ask for an append-only file (``persistent
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from circadia.devstack.processes import LaunchError, ManagedProcess
-from circadia.paths import PROJECT_ROOT
-
-INSTALLER = PROJECT_ROOT / "deploy" / "local" / "install-system-packages.sh"
+from circadia.devstack.processes import LaunchError, ManagedProcess, system_command
 
 
 class RedisLaunchError(LaunchError):
@@ -26,15 +21,7 @@ class RedisLaunchError(LaunchError):
 
 
 def redis_server() -> str:
-    path = shutil.which("redis-server")
-    if path is None:
-        # the project's own installer script, run by the PATH's bash
-        result = subprocess.run(["bash", str(INSTALLER), "redis-server"],  # noqa: S607  # nosec B607
-                                capture_output=True, text=True)
-        path = shutil.which("redis-server")
-        if result.returncode != 0 or path is None:
-            raise RedisLaunchError(f"cannot install redis-server:\n{result.stdout}{result.stderr}")
-    return path
+    return system_command("redis-server", error=RedisLaunchError)
 
 
 @dataclass(frozen=True)
