@@ -64,8 +64,8 @@ from circadia.avro import SchemaSet  # noqa: E402
 from circadia.logs import JsonFormatter  # noqa: E402
 from ingest_gateway.models import UploadRequest, ValidationRules  # noqa: E402
 from prediction_worker import daily  # noqa: E402
-from prediction_worker.app import PREDICTION_SCHEMA, UPLOAD_SCHEMA  # noqa: E402
 from prediction_worker.inputs import movement  # noqa: E402
+from prediction_worker.processor import PREDICTION_SCHEMA, UPLOAD_SCHEMA  # noqa: E402
 from prediction_worker.results import ModelOutcome, build_prediction, week_blocks  # noqa: E402
 from prediction_worker.science.circadian import cosinor, nonparametric  # noqa: E402
 from prediction_worker.science.series import MinuteSeries  # noqa: E402

@@ -20,6 +20,8 @@ Server → client
 
 from __future__ import annotations
 
+STREAM_PATH = "/v1/stream"
+
 CLIENT_MESSAGES = ("auth", "resume", "ping")
 SERVER_MESSAGES = ("ready", "prediction", "reset", "refresh", "pong", "error", "reconnect")
 

@@ -22,8 +22,9 @@ import logging
 import struct
 from collections.abc import AsyncIterator
 
-from faust.types import TableT
+from faust.types import AppT, TableT
 
+from circadia.topics import SAMPLES_MAX_MESSAGE_BYTES
 from circadia.userkeys import Erased, Sealed, Tampered, UserKeys
 from prediction_worker import metrics
 from prediction_worker.window import StateFormatError, UserWindow
@@ -32,6 +33,18 @@ log = logging.getLogger(__name__)
 
 SEALED_MAGIC = b"CSEAL1"
 STATE_BINDING = "prediction-worker.user-windows"  # the changelog's name depends on the app id
+WINDOWS_TABLE = "user-windows"
+
+
+def windows_table(app: AppT, partitions: int) -> TableT:
+    """The app's table of windows, with ``partitions`` those of health.samples.v1.
+
+    Keyed like health.samples.v1 (user id bytes) and written through the producer's
+    partitioner, so each window lives in its user's partition even when the flush timer,
+    outside any stream event, writes it."""
+    return app.Table(WINDOWS_TABLE, key_type=bytes, value_type=bytes,  # bytes: raw serialisation
+                     partitions=partitions, use_partitioner=True,
+                     extra_topic_configs={"max.message.bytes": str(SAMPLES_MAX_MESSAGE_BYTES)})
 
 
 class WindowStore:

@@ -14,7 +14,7 @@ and recomputed when
   first sync, a backlog that fills a gap), which changes them at once.
 
 The model's block (PAT) follows the same rule, separately: it is recomputed in the
-background (see ``prediction_worker.app``). Each result's ``as_of`` names when every block
+background (see ``prediction_worker.processor``). Each result's ``as_of`` names when every block
 was computed and the window it covered.
 
 The cache is bounded (``max_users``, least recently used first out). It holds results of

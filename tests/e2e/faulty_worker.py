@@ -21,11 +21,11 @@ import os
 from typing import Any
 
 from prediction_worker import __main__ as entry
-from prediction_worker import app
+from prediction_worker import app, processor
 from prediction_worker.results import ModelOutcome
 from prediction_worker.window import UserWindow
 
-_real_build = app.build_prediction
+_real_build = processor.build_prediction
 _real_build_app = app.build_app
 
 
@@ -67,7 +67,7 @@ def faulty_build_app(settings: Any, schemas: Any, model: Any = None, credentials
     return _real_build_app(settings, schemas, model, credentials, **options)
 
 
-app.build_prediction = faulty_build  # type: ignore[assignment]
+processor.build_prediction = faulty_build  # type: ignore[assignment]
 entry.build_app = faulty_build_app  # type: ignore[assignment]
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ import faust
 import pytest
 
 from circadia.avro import SchemaSet
-from prediction_worker.app import WINDOWS_TABLE, build_app
+from prediction_worker.app import build_app
 from prediction_worker.settings import WorkerSettings
+from prediction_worker.store import WINDOWS_TABLE
 
 APP_ID = "worker-test"
 CHANGELOG_TOPIC = f"{APP_ID}-{WINDOWS_TABLE}-changelog"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from fanout_gateway.history import Publication, prediction_message
-from fanout_gateway.server import Connection, Push
+from fanout_gateway.sendqueue import Connection, Push
 
 
 def _queued(connection: Connection) -> list[int]:

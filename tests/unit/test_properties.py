@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from circadia.avro import SchemaSet
 from circadia.jsonable import jsonable
-from fanout_gateway.server import Connection, Push
+from fanout_gateway.sendqueue import Connection, Push
 from prediction_worker.window import WINDOW_MINUTES, UserWindow
 
 SCHEMAS = SchemaSet.load()

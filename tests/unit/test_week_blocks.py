@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from circadia.avro import SchemaSet
-from prediction_worker import app as worker
-from prediction_worker.app import DeadLetters, UploadProcessor
+from prediction_worker import metrics
+from prediction_worker.deadletter import DeadLetters
+from prediction_worker.processor import UploadProcessor
 from prediction_worker.results import ModelOutcome, build_prediction, week_blocks
 from prediction_worker.settings import WorkerSettings
 from prediction_worker.store import WindowStore
@@ -200,7 +201,7 @@ async def test_a_failing_background_run_leaves_the_uploads_pending_for_the_flush
     await processor.handle(event)  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     assert predictions.sent == [] and UserWindow.from_bytes(table[b"ada"]).pending == [upload_id]
-    assert worker.metrics.MODEL_REFRESHES.labels("failed")._value.get() >= 1
+    assert metrics.MODEL_REFRESHES.labels("failed")._value.get() >= 1
     await processor.flush()
     await asyncio.sleep(0.05)
     (sent,) = predictions.sent

@@ -22,8 +22,10 @@ from aiokafka.errors import (
 from circadia.avro import SchemaSet, header
 from circadia.deadletters import VALUE_OMITTED
 from circadia.topics import HEALTH_SAMPLES
-from prediction_worker import app as worker
-from prediction_worker.app import DeadLetters, NoModel, UploadProcessor, retrying, transient
+from prediction_worker import processor as worker
+from prediction_worker.deadletter import DeadLetters
+from prediction_worker.processor import NoModel, UploadProcessor
+from prediction_worker.retry import retrying, transient
 from prediction_worker.settings import WorkerSettings
 from prediction_worker.store import WindowStore
 from prediction_worker.window import UserWindow
