@@ -8,28 +8,28 @@ STAMP  := $(VENV)/.installed
 WEB       := services/fanout_gateway/web
 WEB_STAMP := $(WEB)/vendor/.built
 
-.PHONY: run test up down status demo install web lock clean fuzz openapi schemas-archive bench fetch-pat pat-fixture lint audit secrets-baseline
+.PHONY: run test up down status demo install web lock clean fuzz openapi schemas-archive bench fetch-pat pat-fixture lint audit secrets-baseline helm-template
 
-$(STAMP): pyproject.toml constraints.txt
+# the packages, each with its own pyproject.toml and dependency set (what each image installs)
+PACKAGES := libs/circadia services/ingest_gateway services/prediction_worker services/fanout_gateway libs/circadia_dev
+EDITABLE := $(foreach package,$(PACKAGES),-e $(package))
+
+$(STAMP): pyproject.toml constraints.txt $(foreach package,$(PACKAGES),$(package)/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(EDITABLE) -e '.[test]'
 	@touch $@
 
 install: $(STAMP) $(WEB_STAMP)
 
 ## make web: vendor the results page's chart library (npm, pinned by its lock file) and the stream client
-$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json clients/stream/src/index.js
-	npm ci --prefix $(WEB) --no-audit --no-fund --silent
-	mkdir -p $(WEB)/vendor
-	cp $(WEB)/node_modules/uplot/dist/uPlot.iife.min.js $(WEB)/node_modules/uplot/dist/uPlot.min.css $(WEB)/vendor/
-	cp clients/stream/src/index.js $(WEB)/vendor/stream.js
-	@touch $@
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json $(WEB)/build.sh clients/stream/src/index.js
+	$(WEB)/build.sh
 
 web: $(WEB_STAMP)
 
 LINT_STAMP := $(VENV)/.lint-installed
 $(LINT_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(EDITABLE) -e '.[test,lint]'
 	@touch $@
 
 ## make run: start the local stack (Kafka + the three services) and run the demo
@@ -40,6 +40,7 @@ run: $(STAMP) $(WEB_STAMP)
 ## make test: the whole suite against real servers, with the coverage gate (85 %)
 test: $(STAMP) $(WEB_STAMP)
 	rm -f .coverage .coverage.*
+	tools/helm/helm version --short  # built once from the Go module proxy; the chart's tests lint and render with it
 	$(BIN)/python -m pytest --cov --cov-report=term
 
 
@@ -80,7 +81,7 @@ secrets-baseline: $(LINT_STAMP)
 ## make fuzz: coverage-guided fuzzing of the ingest body parser (FUZZ_SECONDS, default 60)
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[fuzz]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(EDITABLE) -e '.[fuzz]'
 	mkdir -p .local/fuzz/corpus
 	$(BIN)/python fuzz/upload_body.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.local/fuzz/ \
 		.local/fuzz/corpus fuzz/seeds
@@ -120,11 +121,18 @@ pat-fixture:
 	.local/pat-tfenv/bin/python -m pip install --quiet tensorflow-cpu tf-keras h5py numpy
 	.local/pat-tfenv/bin/python tools/pat/make_fixture.py --out tests/fixtures/pat
 
-## make lock: re-pin every dependency (runtime + test + fuzz + lint) into constraints.txt
+## make helm-template: the chart rendered with the production values (VALUES=... for others)
+VALUES ?= deploy/helm/circadia/values-production.yaml
+helm-template:
+	tools/helm/helm template circadia deploy/helm/circadia --namespace circadia -f $(VALUES)
+
+## make lock: re-pin every dependency (runtime + test + fuzz + lint) into constraints.txt, then each
+## image's own set, with hashes, into deploy/images/<service>/requirements.txt
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install --quiet -e '.[test,fuzz,lint]'
+	.lockenv/bin/python -m pip install --quiet $(EDITABLE) -e '.[test,fuzz,lint]'
 	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^circadia' > constraints.txt
+	.lockenv/bin/python tools/lock/images.py
 	rm -rf .lockenv
 
 clean:

@@ -43,15 +43,15 @@ import numpy as np
 from bench.common import free_port
 from bench.traffic import TrafficModel
 from bench.worker_apply import NOW, Codec, filled, find_users, machine, stats, timed
-from circadia.devstack.openbao import LocalOpenBao
 from circadia.sealing import RecordSeal
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS
 from circadia.userkeys import UserKeys
+from circadia_dev.devstack.openbao import LocalOpenBao
 from fanout_gateway.records import Renderer
 from ingest_gateway.body import BodyLimits
 from ingest_gateway.models import ValidationRules
 from ingest_gateway.prepare import BodyToPrepare, Schemas, prepare
-from prediction_worker.app import PREDICTION_ROUTING, UPLOAD_ROUTING
+from prediction_worker.processor import PREDICTION_ROUTING, UPLOAD_ROUTING
 from prediction_worker.results import ModelOutcome, build_prediction, week_blocks
 from prediction_worker.store import STATE_BINDING, frame, unframe
 from prediction_worker.window import UserWindow

@@ -40,9 +40,9 @@ import numpy as np
 from bench.common import free_port
 from bench.traffic import PROFILES, TrafficModel
 from bench.worker_apply import NOW, Codec, find_users, stats
-from circadia.devstack.openbao import LocalOpenBao
 from circadia.topics import HEALTH_SAMPLES
 from circadia.userkeys import UserKeys
+from circadia_dev.devstack.openbao import LocalOpenBao
 
 WARMUP = 20
 CACHE_SECONDS = (300.0, 900.0, 3600.0)

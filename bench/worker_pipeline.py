@@ -70,10 +70,10 @@ from bench.common import free_port, reporter
 from bench.traffic import TrafficModel, Upload
 from bench.worker_apply import machine
 from circadia.avro import SchemaSet
-from circadia.devstack.kafka import LocalKafka
-from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import COMPRESSION, PRODUCER_MAX_REQUEST_BYTES, ensure_topics
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS
+from circadia_dev.devstack.kafka import LocalKafka
+from circadia_dev.devstack.stack import LocalStack, Ports
 from ingest_gateway.models import UploadRequest, ValidationRules
 
 WORKER = "prediction-worker"

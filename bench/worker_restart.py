@@ -107,12 +107,12 @@ from bench.fanout.measure import package_version
 from bench.traffic import DEVICES, TrafficModel, Upload
 from bench.worker_apply import Codec, Wire, filled
 from bench.worker_apply import machine as apply_machine
-from circadia.devstack.kafka import LocalKafka, kafka_jars
-from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import create_producer, ensure_topics
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS, SAMPLES_MAX_MESSAGE_BYTES, TOPICS
+from circadia_dev.devstack.kafka import LocalKafka, kafka_jars
+from circadia_dev.devstack.stack import LocalStack, Ports
 from ingest_gateway.models import UploadRequest, ValidationRules
-from prediction_worker.app import WINDOWS_TABLE
+from prediction_worker.store import WINDOWS_TABLE
 
 WORKER = "prediction-worker"
 PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from circadia.devkeys import DevIssuer
-from circadia.devstack.kafka import LocalKafka, broker_answers
-from circadia.devstack.redis import LocalRedis
 from circadia.kafka import ensure_topics
 from circadia.tracing import configure_tracing
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.kafka import LocalKafka, broker_answers
+from circadia_dev.devstack.redis import LocalRedis
 
 log = logging.getLogger(__name__)
 

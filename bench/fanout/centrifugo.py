@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import jwt
 
-from circadia.devstack.processes import ManagedProcess
 from circadia.jsonable import jsonable
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.devstack.processes import ManagedProcess
+from circadia_dev.paths import PROJECT_ROOT
 
 MODULE = "github.com/centrifugal/centrifugo/v6"
 VERSION = "v6.9.1"

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives import serialization
 
 from bench.common import free_port
 from circadia.avro import SchemaSet
-from circadia.devkeys import PRIVATE_KEY_FILE
-from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import create_producer, ensure_topics
 from circadia.topics import PREDICTIONS
+from circadia_dev.devkeys import PRIVATE_KEY_FILE
+from circadia_dev.devstack.stack import LocalStack, Ports
 
 SERVICE = "fanout-gateway"
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import ensure_topics
 from circadia.topics import HEALTH_SAMPLES, TOPICS
+from circadia_dev.devstack.stack import LocalStack, Ports
 
 INGEST, WORKER, FANOUT = "ingest-gateway", "prediction-worker", "fanout-gateway"
 

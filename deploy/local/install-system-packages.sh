@@ -3,7 +3,7 @@
 #   redis-server  (Redis 7, package redis-server)
 #   prometheus, promtool  (Prometheus 2.42, package prometheus)
 #   chromium  (Debian's Chromium, driven by Playwright in the results page's browser tests)
-# Called by circadia.devstack on first use; safe to run again (does nothing when present).
+# Called by circadia_dev.devstack on first use; safe to run again (does nothing when present).
 set -euo pipefail
 
 declare -A package_of=( [redis-server]=redis-server [redis-cli]=redis-tools [prometheus]=prometheus [promtool]=prometheus

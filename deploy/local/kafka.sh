@@ -3,4 +3,4 @@
 #   deploy/local/kafka.sh start|stop|status|fetch
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-exec "${root}/.venv/bin/python" -m circadia.devstack.kafka "$@"
+exec "${root}/.venv/bin/python" -m circadia_dev.devstack.kafka "$@"

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 from dataclasses import replace
 
 import redis.asyncio as aioredis
@@ -27,8 +28,9 @@ from circadia.userkeys import from_config as user_keys_from_config
 from circadia.userkeys import token_rotation
 from fanout_gateway.feed import PredictionFeed
 from fanout_gateway.history import UserHistory
+from fanout_gateway.limits import Limits
 from fanout_gateway.records import Renderer
-from fanout_gateway.server import FanoutServer, Limits
+from fanout_gateway.server import FanoutServer
 from fanout_gateway.settings import FanoutSettings
 
 PREDICTION_SCHEMA = "io.circadia.prediction.Prediction"
@@ -116,4 +118,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["check-config"]:
+        from circadia.ops import check_config
+
+        sys.exit(check_config(SERVICE, FanoutSettings))
     main()

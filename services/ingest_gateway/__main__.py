@@ -35,4 +35,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["check-config"]:
+        from circadia.ops import check_config
+
+        sys.exit(check_config(SERVICE, IngestSettings))
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import faust
 import prometheus_client
@@ -16,7 +17,9 @@ from circadia.secrets import Secret, SecretWatcher
 from circadia.tracing import configure_tracing
 from circadia.userkeys import UserKeys, token_rotation
 from circadia.userkeys import from_config as user_keys_from_config
-from prediction_worker.app import ModelStage, NoModel, broker_credentials, build_app
+from prediction_worker.app import build_app
+from prediction_worker.credentials import broker_credentials
+from prediction_worker.processor import ModelStage, NoModel
 from prediction_worker.settings import WorkerSettings
 
 SERVICE = "prediction-worker"
@@ -107,4 +110,12 @@ def set_client_password(client: object, password: str | None) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["check-config"]:
+        from circadia.ops import check_config
+
+        sys.exit(check_config(SERVICE, WorkerSettings))
+    if sys.argv[1:2] == ["rewind"]:
+        from prediction_worker.rewind import main as rewind
+
+        sys.exit(rewind(sys.argv[2:]))
     main()

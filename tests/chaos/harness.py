@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from circadia.devstack.stack import LocalStack, Ports
+from circadia_dev.devstack.stack import LocalStack, Ports
 from tests.apps import ResumingApp
 from tests.conftest import free_ports
 

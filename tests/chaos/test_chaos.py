@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from circadia.devstack.stack import LocalStack
-from circadia.devstack.toxiproxy import LocalToxiproxy
+from circadia_dev.devstack.stack import LocalStack
+from circadia_dev.devstack.toxiproxy import LocalToxiproxy
 from tests.chaos.harness import Ledger, chaos_stack, traffic
 from tests.conftest import free_ports
 

@@ -17,11 +17,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from circadia.avro import SchemaSet
-from circadia.devstack.processes import ManagedProcess
-from circadia.devstack.stack import LocalStack, Ports
 from circadia.sealing import RecordSeal
 from circadia.topics import PREDICTIONS
 from circadia.userkeys import UserKeys
+from circadia_dev.devstack.processes import ManagedProcess
+from circadia_dev.devstack.stack import LocalStack, Ports
 from tests.conftest import free_port
 
 AUTH_TIMEOUT = 1.5

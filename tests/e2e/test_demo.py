@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from circadia.demo import run_demo
-from circadia.devstack.stack import LocalStack
+from circadia_dev.demo import run_demo
+from circadia_dev.devstack.stack import LocalStack
 
 
 async def test_the_demo_day_arrives_and_adds_up(stack: LocalStack, capsys) -> None:

@@ -28,10 +28,10 @@ from websockets.exceptions import ConnectionClosed
 
 from circadia.avro import SchemaSet, header
 from circadia.deadletters import list_dead_letters
-from circadia.devstack.stack import LocalStack
 from circadia.sealing import RecordSeal
 from circadia.topics import CONFIG_AUDIT, HEALTH_SAMPLES, PREDICTIONS
 from circadia.userkeys import Erased
+from circadia_dev.devstack.stack import LocalStack
 from tests.e2e.conftest import metric, next_prediction, open_socket, operator_keys, post, upload_body
 from tests.e2e.test_worker_state import produce, raw_record
 
@@ -215,7 +215,7 @@ async def test_an_operator_erases_a_user_with_the_cli(stack: LocalStack) -> None
     await next_prediction(ws, 30)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers, "CIRCADIA_LOCAL_DIR": str(stack.root),
            "CIRCADIA_USER_KEYS_ADDR": stack.openbao.url, "CIRCADIA_USER_KEYS_TOKEN": stack.openbao.root_token}
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "circadia.cli", "erase", user],
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "circadia_dev.cli", "erase", user],
                                    env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "key destroyed" in done.stdout and stack.openbao.root_token not in done.stdout + done.stderr

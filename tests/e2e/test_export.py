@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from circadia.devstack.stack import LocalStack
+from circadia_dev.devstack.stack import LocalStack
 from tests.e2e.conftest import next_prediction, open_socket, post, upload_body
 
 RUN = uuid.uuid4().hex[:6]

@@ -19,9 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from circadia.avro import SchemaSet
-from circadia.devstack.processes import ManagedProcess
-from circadia.devstack.stack import LocalStack
 from circadia.topics import PREDICTIONS
+from circadia_dev.devstack.processes import ManagedProcess
+from circadia_dev.devstack.stack import LocalStack
 from tests.conftest import free_port
 from tests.e2e.conftest import metric, start_fanout
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from circadia.devstack.processes import ManagedProcess
-from circadia.devstack.redis import LocalRedis
-from circadia.devstack.stack import LocalStack
 from circadia.topics import PREDICTIONS
+from circadia_dev.devstack.processes import ManagedProcess
+from circadia_dev.devstack.redis import LocalRedis
+from circadia_dev.devstack.stack import LocalStack
 from tests.apps import ResumingApp
 from tests.conftest import free_port
 from tests.e2e.conftest import metric, start_fanout

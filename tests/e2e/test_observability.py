@@ -20,9 +20,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from circadia.avro import SchemaSet
-from circadia.devstack.stack import LocalStack, Ports
-from circadia.paths import PROJECT_ROOT
 from circadia.topics import HEALTH_SAMPLES
+from circadia_dev.devstack.stack import LocalStack, Ports
+from circadia_dev.paths import PROJECT_ROOT
 from tests.conftest import free_port
 from tests.e2e.conftest import next_prediction, open_socket, post
 from tests.unit.test_pat import FIXTURE

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from circadia.devkeys import DevIssuer
-from circadia.devstack.chromium import FLAGS, chromium_binary
-from circadia.devstack.stack import LocalStack
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.chromium import FLAGS, chromium_binary
+from circadia_dev.devstack.stack import LocalStack
 from tests.e2e.conftest import post, upload_body
 
 RUN = uuid.uuid4().hex[:6]

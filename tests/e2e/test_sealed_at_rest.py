@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from circadia.avro import SchemaSet
-from circadia.devstack.stack import LocalStack
 from circadia.topics import EXPORT_REPLIES, HEALTH_SAMPLES, PREDICTIONS
+from circadia_dev.devstack.stack import LocalStack
 from tests.chaos.harness import chaos_stack
 from tests.e2e.conftest import next_prediction, open_socket, post
 

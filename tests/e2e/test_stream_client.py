@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from circadia.devstack.stack import LocalStack
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.devstack.stack import LocalStack
+from circadia_dev.paths import PROJECT_ROOT
 from tests.conftest import free_port
 from tests.e2e.conftest import next_prediction, open_socket, post, start_fanout, upload_body
 

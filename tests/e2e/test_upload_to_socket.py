@@ -19,8 +19,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from circadia.avro import SchemaSet, header
-from circadia.devstack.stack import SERVICES, LocalStack
 from circadia.topics import CONFIG_AUDIT, HEALTH_SAMPLES, HEALTH_SAMPLES_DLQ
+from circadia_dev.devstack.stack import SERVICES, LocalStack
 from tests.e2e.conftest import (
     AUTH_TIMEOUT,
     YESTERDAY,

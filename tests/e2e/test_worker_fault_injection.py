@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from circadia.avro import SchemaSet, header
 from circadia.deadletters import VALUE_OMITTED, DeadLetter, list_dead_letters
-from circadia.devstack.stack import LocalStack
 from circadia.offsets import committed_offsets
-from circadia.paths import PROJECT_ROOT
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS
+from circadia_dev.devstack.stack import LocalStack
+from circadia_dev.paths import PROJECT_ROOT
 from tests.e2e.conftest import LATE_EVENING, new_stack, opened_prediction, post, upload_body
 from tests.e2e.test_worker_state import produce, raw_record
 

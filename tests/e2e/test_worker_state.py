@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from circadia import deadletters
 from circadia.avro import SchemaSet, header
-from circadia.devstack.stack import LocalStack
 from circadia.paths import schemas_dir
 from circadia.topics import HEALTH_SAMPLES
+from circadia_dev.devstack.stack import LocalStack
 from tests.e2e.conftest import (
     YESTERDAY,
     metric,

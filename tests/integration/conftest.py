@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from circadia.config import resolve
-from circadia.devkeys import DevIssuer
-from circadia.devstack.openbao import LocalOpenBao
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.openbao import LocalOpenBao
 from ingest_gateway.app import Gateway, create_app
 from ingest_gateway.settings import IngestSettings
 from tests.conftest import free_port

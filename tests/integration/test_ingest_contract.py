@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from circadia.devkeys import DevIssuer
-from circadia.devstack.openbao import LocalOpenBao
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.openbao import LocalOpenBao
 from ingest_gateway import openapi
 from tests.integration.conftest import Launcher
 

@@ -20,9 +20,9 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from circadia.avro import HEADER_FINGERPRINT, SchemaSet, header
-from circadia.devkeys import DevIssuer
-from circadia.devstack.redis import LocalRedis
 from circadia.topics import HEALTH_SAMPLES
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.redis import LocalRedis
 from ingest_gateway.body import AVRO
 from tests.conftest import free_port
 from tests.integration.conftest import Launcher

@@ -23,9 +23,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
 from circadia.avro import SchemaSet
-from circadia.devkeys import DevIssuer
 from circadia.kafka import topic_max_message_bytes
 from circadia.topics import HEALTH_SAMPLES, TOPICS
+from circadia_dev.devkeys import DevIssuer
 from tests.conftest import free_port
 from tests.integration.conftest import Launcher
 from tests.integration.test_ingest_gateway import auth, on_topic, upload_body

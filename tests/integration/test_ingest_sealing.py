@@ -13,10 +13,10 @@ import hvac
 import pytest
 
 from circadia.avro import SchemaSet
-from circadia.devkeys import DevIssuer
-from circadia.devstack.openbao import LocalOpenBao
 from circadia.sealing import RecordSeal
 from circadia.userkeys import UserKeys
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.openbao import LocalOpenBao
 from tests.conftest import free_port
 from tests.integration.conftest import Launcher
 from tests.integration.test_ingest_gateway import auth, on_topic, upload_body

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from circadia.devkeys import DevIssuer
-from circadia.devstack.kafka import LocalKafka
-from circadia.devstack.stack import LocalStack, Ports
 from circadia.kafka import ensure_topics
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.kafka import LocalKafka
+from circadia_dev.devstack.stack import LocalStack, Ports
 from tests.conftest import free_port, free_ports
 from tests.integration.conftest import Launcher
 

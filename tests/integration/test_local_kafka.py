@@ -7,9 +7,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from circadia.devstack.kafka import LocalKafka, broker_answers
 from circadia.kafka import ensure_topics, topic_partitions
 from circadia.topics import HEALTH_SAMPLES, PREDICTIONS, TOPICS
+from circadia_dev.devstack.kafka import LocalKafka, broker_answers
 from tests.conftest import free_ports
 
 

@@ -1,4 +1,5 @@
-"""`circadia worker rewind` on the real broker: back only, within the log, never under a live group."""
+"""`circadia worker rewind` (that is, `python -m prediction_worker rewind`) on the real broker:
+back only, within the log, never under a live group."""
 
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ async def test_rewind_is_refused_while_the_group_has_a_member(kafka_bootstrap: s
 
 
 def test_the_command_rewinds_and_says_why_when_it_does_not(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from circadia.cli import main
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    from circadia_dev.cli import main  # runs the worker's own `python -m prediction_worker rewind`
 
     group = f"rewind-test-{uuid.uuid4().hex[:6]}"
     end = asyncio.run(end_after_producing(kafka_bootstrap, 2))
@@ -74,7 +75,7 @@ def test_the_command_rewinds_and_says_why_when_it_does_not(kafka_bootstrap: str,
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
 
     assert main(["worker", "rewind", "--partition", "2", "--offset", str(end - 2), "--group", group]) == 0
-    assert f"committed offset {end} -> {end - 2}" in capsys.readouterr().out
+    assert f"committed offset {end} -> {end - 2}" in capfd.readouterr().out
     assert main(["worker", "rewind", "--partition", "2", "--offset", str(end), "--group", group]) == 1
-    assert "not rewound:" in capsys.readouterr().err
+    assert "not rewound:" in capfd.readouterr().err
     assert asyncio.run(committed(kafka_bootstrap, group)) == end - 2

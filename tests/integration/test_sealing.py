@@ -14,9 +14,9 @@ import pytest
 from hvac.exceptions import Forbidden
 
 from circadia.avro import SchemaSet
-from circadia.devstack.openbao import LocalOpenBao
 from circadia.sealing import RecordSeal, placeholder
 from circadia.userkeys import Erased, KeysUnavailable, Tampered, UserKeys
+from circadia_dev.devstack.openbao import LocalOpenBao
 from fanout_gateway.records import ColdKey, ErasedRecord, Renderer, UnreadableRecord
 from prediction_worker.store import SEALED_MAGIC, WindowStore, pending_in
 from prediction_worker.window import UserWindow

@@ -12,10 +12,10 @@ import hvac
 import pytest
 import redis
 
-from circadia.devkeys import DevIssuer
-from circadia.devstack.openbao import LocalOpenBao
-from circadia.devstack.redis import LocalRedis
 from circadia.secrets import SecretResolver, VaultKV, VaultSettings
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.openbao import LocalOpenBao
+from circadia_dev.devstack.redis import LocalRedis
 from tests.conftest import free_port
 from tests.integration.conftest import Launcher
 

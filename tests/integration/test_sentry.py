@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from circadia.devkeys import DevIssuer
 from circadia.errors import FILTERED, scrub_event
+from circadia_dev.devkeys import DevIssuer
 from tests.conftest import free_port
 
 MARKER = 187.654321  # a heart rate that must not leave the process

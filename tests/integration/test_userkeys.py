@@ -8,8 +8,8 @@ import dataclasses
 import hvac
 import pytest
 
-from circadia.devstack.openbao import LocalOpenBao
 from circadia.userkeys import Erased, KeysUnavailable, Tampered, UserKeys, key_name
+from circadia_dev.devstack.openbao import LocalOpenBao
 from tests.conftest import free_port
 
 TOPIC = "health.samples.v1"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from circadia.devstack.prometheus import prometheus_binary
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.devstack.prometheus import prometheus_binary
+from circadia_dev.paths import PROJECT_ROOT
 
 RULES = PROJECT_ROOT / "deploy" / "prometheus"
 

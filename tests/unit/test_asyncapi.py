@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from circadia.avro import AvroSchema
-from circadia.paths import PROJECT_ROOT
 from circadia.topics import TOPICS
-from fanout_gateway import history, protocol, server
+from circadia_dev.paths import PROJECT_ROOT
+from fanout_gateway import delivery, drain, expiry, history, protocol, session
 
 DOC_PATH = PROJECT_ROOT / "docs" / "asyncapi.yaml"
 
@@ -59,7 +59,8 @@ def _sent_types(module: object) -> set[str]:
 
 def test_the_code_sends_every_documented_message_and_nothing_else() -> None:
     # the prediction message is formatted where results are recorded and published
-    assert _sent_types(server) | _sent_types(history) == set(protocol.SERVER_MESSAGES)
+    sent = set().union(*(_sent_types(module) for module in (session, delivery, expiry, drain, history)))
+    assert sent == set(protocol.SERVER_MESSAGES)
 
 
 def test_kafka_channels_are_the_topics_with_their_avro_schemas(doc: dict) -> None:

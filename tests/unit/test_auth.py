@@ -19,7 +19,7 @@ from circadia.auth import (
     FirebaseTokenVerifier,
     InvalidTokenError,
 )
-from circadia.devkeys import CERTS_FILE, DevIssuer
+from circadia_dev.devkeys import CERTS_FILE, DevIssuer
 
 PROJECT = "circadia-test"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from circadia import cli
 from circadia.auth import CertificateSource, FirebaseTokenVerifier
-from circadia.devstack.stack import LOCAL_PROJECT_ID, LocalStack
+from circadia_dev import cli
+from circadia_dev.devstack.stack import LOCAL_PROJECT_ID, LocalStack
 
 
 async def test_token_is_accepted_by_the_verifier_the_stack_configures(
@@ -46,7 +46,7 @@ def test_demo_refuses_without_a_running_stack(tmp_path: Path, monkeypatch: pytes
 
 
 def test_config_check_prints_redacted_settings_and_fails_on_problems(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CIRCADIA_FIREBASE_PROJECT_ID", "p")
     monkeypatch.setenv("CIRCADIA_SECRETS_DIR", str(tmp_path))
@@ -54,7 +54,7 @@ def test_config_check_prints_redacted_settings_and_fails_on_problems(
     (tmp_path / "kafka_sasl_password").write_text("sasl-password-that-must-not-print")
     (tmp_path / "redis_password").write_text("changeme")
     assert cli.main(["config", "check", "--service", "ingest-gateway"]) == 1
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "sasl-password-that-must-not-print" not in out and "changeme" not in out
     assert "kafka_sasl_password = <secret " in out
     assert "PROBLEM  the redis_password secret" in out and "refuses to start (production)" in out
@@ -63,11 +63,25 @@ def test_config_check_prints_redacted_settings_and_fails_on_problems(
     monkeypatch.setenv("CIRCADIA_USER_KEYS_ADDR", "https://bao.internal:8200")
     (tmp_path / "user_keys_token").write_text("a-transit-token-for-the-gateway")
     assert cli.main(["config", "check", "--service", "ingest-gateway"]) == 0
-    assert "ok (production)" in capsys.readouterr().out
+    assert "ok (production)" in capfd.readouterr().out
 
 
 def test_config_check_reports_invalid_values(monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             capfd: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CIRCADIA_WORKER_METRICS_PORT", "99999")
     assert cli.main(["config", "check", "--service", "prediction-worker"]) == 1
-    assert "invalid  worker_metrics_port" in capsys.readouterr().out
+    assert "invalid  worker_metrics_port" in capfd.readouterr().out
+
+
+def test_operator_commands_need_their_servers_named(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from circadia import ops
+
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    with pytest.raises(SystemExit, match="KAFKA_BOOTSTRAP_SERVERS"):
+        ops.main(["dlq", "list"])
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.delenv("CIRCADIA_USER_KEYS_ADDR", raising=False)
+    assert ops.main(["erase", "someone"]) == 2
+    assert "CIRCADIA_USER_KEYS_TOKEN" in capsys.readouterr().err
+    assert ops.dead_letters("127.0.0.1:1", "list", "2026-11-25T10:00:00") == 2  # a time without a zone

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from circadia.devstack.stack import SERVICES, LocalStack, Ports
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.devstack.stack import SERVICES, LocalStack, Ports
+from circadia_dev.paths import PROJECT_ROOT
 
 CIRCADIA = {spec.name: spec for spec in SERVICES}
 

@@ -16,7 +16,8 @@ import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
 from circadia.avro import ARCHIVE, AvroSchema, SchemaSet
-from circadia.paths import PROJECT_ROOT, schemas_dir
+from circadia.paths import schemas_dir
+from circadia_dev.paths import PROJECT_ROOT
 
 SCHEMA_FILES = sorted(path for path in schemas_dir().rglob("*.avsc") if schemas_dir() / ARCHIVE not in path.parents)
 

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.paths import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 GITLEAKS = BIN / "gitleaks"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from circadia.cli import _positive
-from circadia.devstack.stack import SERVICES, LocalStack, Ports
+from circadia_dev.cli import _positive
+from circadia_dev.devstack.stack import SERVICES, LocalStack, Ports
 
 
 def test_replicas_get_consecutive_ports_and_are_all_scraped(tmp_path: Path) -> None:

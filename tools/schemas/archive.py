@@ -13,7 +13,8 @@ import subprocess
 import sys
 
 from circadia.avro import ARCHIVE, AvroSchema, SchemaSet
-from circadia.paths import PROJECT_ROOT, schemas_dir
+from circadia.paths import schemas_dir
+from circadia_dev.paths import PROJECT_ROOT
 
 
 def earlier_versions() -> list[str]:

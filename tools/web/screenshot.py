@@ -13,9 +13,9 @@ import asyncio
 
 from playwright.async_api import async_playwright
 
-from circadia.devstack.chromium import FLAGS, chromium_binary
-from circadia.devstack.stack import LocalStack
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.devstack.chromium import FLAGS, chromium_binary
+from circadia_dev.devstack.stack import LocalStack
+from circadia_dev.paths import PROJECT_ROOT
 
 
 async def shoot(user: str, out: str) -> None:

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import httpx
 
-from circadia.devkeys import DevIssuer
-from circadia.devstack.jaeger import LocalJaeger
-from circadia.devstack.kafka import LocalKafka
-from circadia.devstack.openbao import LocalOpenBao
-from circadia.devstack.processes import LaunchError, ManagedProcess
-from circadia.devstack.prometheus import LocalPrometheus
-from circadia.devstack.redis import LocalRedis
-from circadia.paths import local_dir
+from circadia_dev.devkeys import DevIssuer
+from circadia_dev.devstack.jaeger import LocalJaeger
+from circadia_dev.devstack.kafka import LocalKafka
+from circadia_dev.devstack.openbao import LocalOpenBao
+from circadia_dev.devstack.processes import LaunchError, ManagedProcess
+from circadia_dev.devstack.prometheus import LocalPrometheus
+from circadia_dev.devstack.redis import LocalRedis
+from circadia_dev.paths import local_dir
 
 LOCAL_PROJECT_ID = "circadia-local"
 FANOUT = "fanout-gateway"
@@ -85,6 +85,9 @@ class LocalStack:
     scrape_interval: str = "5s"
     fanout_replicas: int = 1  # fan-out gateways on consecutive ports from ports.fanout, one consumer group
     external_openbao: str | None = None  # URL of a key service this stack provisions but does not run
+    # the Python each service runs on, by service name (default: this one); a service's own
+    # environment, as its image has, e.g. the virtualenvs of tests/e2e/test_service_images.py
+    interpreters: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def default(cls) -> LocalStack:
@@ -245,7 +248,8 @@ class LocalStack:
 
     def _start(self, spec: ServiceSpec, name: str, settings: dict[str, str], module: str | None = None) -> None:
         env = {**self.service_environment(spec.name), **settings}
-        self.process(name).start([sys.executable, "-m", module or spec.module], env)
+        python = dict(self.interpreters).get(spec.name, sys.executable)
+        self.process(name).start([python, "-m", module or spec.module], env)
 
     def _wait(self, spec: ServiceSpec, name: str, url: str, timeout: float) -> None:
         def ready() -> bool:

@@ -3,7 +3,7 @@
 The jars come from Maven Central through ``deploy/local/kafka/pom.xml`` and are copied
 into the gitignored cache once; storage is formatted on first start and reused after.
 
-    python -m circadia.devstack.kafka start|stop|status   (what deploy/local/kafka runs)
+    python -m circadia_dev.devstack.kafka start|stop|status   (what deploy/local/kafka runs)
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from circadia.devstack.processes import LaunchError, ManagedProcess
-from circadia.paths import PROJECT_ROOT, cache_dir, local_dir
+from circadia_dev.devstack.processes import LaunchError, ManagedProcess
+from circadia_dev.paths import PROJECT_ROOT, cache_dir, local_dir
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers, system_command
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.devstack.processes import LaunchError, ManagedProcess, http_answers, system_command
+from circadia_dev.paths import PROJECT_ROOT
 
 RULES = PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
 

@@ -11,6 +11,10 @@
   circadia erase USER_ID   erase a user: destroy the user's key, tell the services, audit it
   circadia trace TRACE_ID  print an upload's trace (the 202's trace_id) from Jaeger
   circadia config check    the services' effective configuration and every problem
+  circadia worker rewind   process skipped uploads again (the worker stopped)
+
+The operator commands also ship in every image, without this package: ``circadia-ops dlq|erase``
+(the library's), ``python -m prediction_worker rewind`` and ``python -m <service> check-config``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import asyncio
 import dataclasses
 import logging
 import os
+import subprocess
 import sys
 
-from circadia.devstack.processes import LaunchError
-from circadia.devstack.stack import LocalStack
+from circadia_dev.devstack.processes import LaunchError
+from circadia_dev.devstack.stack import LocalStack
 
 
 def _up(stack: LocalStack, args: argparse.Namespace) -> int:
@@ -76,81 +81,28 @@ def _init(stack: LocalStack, args: argparse.Namespace) -> int:
 
 
 def _dlq(stack: LocalStack, args: argparse.Namespace) -> int:
-    from datetime import datetime
+    from circadia.ops import dead_letters
 
-    from circadia import deadletters
-
-    since = datetime.fromisoformat(args.since) if args.since else None
-    if since is not None and since.tzinfo is None:
-        print("--since needs a time zone, e.g. 2026-11-25T10:00:00+00:00", file=sys.stderr)
-        return 2
-    if args.action == "list":
-        letters = asyncio.run(deadletters.list_dead_letters(stack.bootstrap_servers, since=since))
-        for letter in letters:
-            print(deadletters.describe(letter))
-        print(f"{len(letters)} dead letter(s)")
-    else:
-        letters = asyncio.run(deadletters.replay(stack.bootstrap_servers, since=since))
-        for letter in letters:
-            print("replayed " + deadletters.describe(letter))
-        print(f"{len(letters)} dead letter(s) replayed")
-    return 0
+    return dead_letters(stack.bootstrap_servers, args.action, args.since)
 
 
 def _worker(stack: LocalStack, args: argparse.Namespace) -> int:
-    from circadia.offsets import RewindRefused, rewind
-    from circadia.topics import HEALTH_SAMPLES
-    from prediction_worker.settings import WorkerSettings
-
-    group = args.group or WorkerSettings.model_fields["worker_app_id"].default
-    try:
-        before = asyncio.run(rewind(stack.bootstrap_servers, group, HEALTH_SAMPLES, args.partition, args.offset))
-    except RewindRefused as refused:
-        print(f"not rewound: {refused}", file=sys.stderr)
-        return 1
-    print(f"{group}: {HEALTH_SAMPLES}[{args.partition}] committed offset {before} -> {args.offset}; "
-          "the worker reads from there when it starts")
-    return 0
+    """The worker's own command (``python -m prediction_worker rewind``) against this broker."""
+    command = [sys.executable, "-m", "prediction_worker", "rewind", "--bootstrap-servers", stack.bootstrap_servers,
+               "--partition", str(args.partition), "--offset", str(args.offset)]
+    return subprocess.run(command + (["--group", args.group] if args.group else []), check=False).returncode
 
 
-SETTINGS = {"ingest-gateway": ("ingest_gateway.settings", "IngestSettings"),
-            "prediction-worker": ("prediction_worker.settings", "WorkerSettings"),
-            "fanout-gateway": ("fanout_gateway.settings", "FanoutSettings")}
+SETTINGS = {"ingest-gateway": "ingest_gateway", "prediction-worker": "prediction_worker",
+            "fanout-gateway": "fanout_gateway"}
 
 
 def _config(stack: LocalStack, args: argparse.Namespace) -> int:
-    """Effective configuration of each service from this environment, secrets redacted, and
-    every problem; non-zero when a service would refuse to start or its settings are invalid."""
-    import importlib
-
-    from pydantic import ValidationError
-
-    from circadia.config import resolve
-    from circadia.secrets import SecretUnavailable
-
+    """Each service's ``python -m <service> check-config`` (circadia.ops.check_config) from this
+    environment; non-zero when a service would refuse to start or its settings are invalid."""
     failed = False
     for service in [args.service] if args.service else list(SETTINGS):
-        module, name = SETTINGS[service]
-        settings_class = getattr(importlib.import_module(module), name)
-        print(f"{service}:")
-        try:
-            config = resolve(service, settings_class())
-        except ValidationError as exc:
-            failed = True
-            for error in exc.errors():
-                print(f"  invalid  {'.'.join(map(str, error['loc']))}: {error['msg']}")
-            continue
-        except SecretUnavailable as exc:
-            failed = True
-            print(f"  secrets unavailable: {exc}")
-            continue
-        for key, value in sorted(config.settings.effective(config.secrets).items()):
-            print(f"  {key} = {value}")
-        problems = config.settings.problems(config.secrets)
-        failed |= bool(problems)
-        for problem in problems:
-            print(f"  PROBLEM  {problem}")
-        print(f"  {'refuses to start' if problems else 'ok'} ({config.settings.env})")
+        failed |= subprocess.run([sys.executable, "-m", SETTINGS[service], "check-config"], check=False).returncode != 0
     return 1 if failed else 0
 
 
@@ -188,7 +140,7 @@ def _token(stack: LocalStack, args: argparse.Namespace) -> int:
 
 
 def _demo(stack: LocalStack, args: argparse.Namespace) -> int:
-    from circadia.demo import run_demo
+    from circadia_dev.demo import run_demo
 
     if not all(pid for _, pid in stack.status()):
         print("the local stack is not (fully) running: start it with `circadia up`", file=sys.stderr)
@@ -207,16 +159,11 @@ where to look:
 
 
 def _erase(stack: LocalStack, args: argparse.Namespace) -> int:
-    """An operator's erasure (circadia.erasure): the key service of CIRCADIA_USER_KEYS_ADDR with the
+    """An operator's erasure (circadia.ops): the key service of CIRCADIA_USER_KEYS_ADDR with the
     operator's CIRCADIA_USER_KEYS_TOKEN, or the local stack's own with its root token."""
-    import getpass
-
     import hvac
-    from aiokafka import AIOKafkaProducer
 
-    from circadia.avro import SchemaSet
-    from circadia.erasure import erase
-    from circadia.userkeys import KeysUnavailable, UserKeys
+    from circadia.ops import erase_user
 
     address, token = os.environ.get("CIRCADIA_USER_KEYS_ADDR"), os.environ.get("CIRCADIA_USER_KEYS_TOKEN")
     try:
@@ -225,28 +172,7 @@ def _erase(stack: LocalStack, args: argparse.Namespace) -> int:
         print(f"no key service: set CIRCADIA_USER_KEYS_ADDR and CIRCADIA_USER_KEYS_TOKEN, or run circadia up ({exc})",
               file=sys.stderr)
         return 1
-
-    async def run() -> tuple[str, bool]:
-        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all", client_id="circadia-erase")
-        await producer.start()
-        try:
-            async def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-                await producer.send_and_wait(topic, value, key=key, headers=headers)
-
-            erasure, destroyed = await erase(UserKeys(client), send, SchemaSet.load(), args.user_id,
-                                             requested_by=f"operator:{getpass.getuser()}", service="circadia-cli")
-            return erasure.erasure_id, destroyed
-        finally:
-            await producer.stop()
-
-    try:
-        erasure_id, destroyed = asyncio.run(run())
-    except KeysUnavailable as exc:
-        print(f"nothing erased: {exc}", file=sys.stderr)
-        return 1
-    print(f"erasure {erasure_id}: {'key destroyed' if destroyed else 'no key (erased before, or never uploaded)'}; "
-          "the services were told (user.erasures.v1) and it is audited (config.audit.v1)")
-    return 0
+    return erase_user(stack.bootstrap_servers, client, args.user_id, service="circadia-cli")
 
 
 def _positive(text: str) -> int:

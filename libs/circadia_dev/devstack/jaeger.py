@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
-from circadia.paths import PROJECT_ROOT, cache_dir
+from circadia_dev.devstack.processes import LaunchError, ManagedProcess, http_answers
+from circadia_dev.paths import PROJECT_ROOT, cache_dir
 
 MODULE = "github.com/jaegertracing/jaeger"
 VERSION = "v1.76.0"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from circadia.devstack.processes import system_command
+from circadia_dev.devstack.processes import system_command
 
 # what a headless Chromium needs on a machine without a display, as root, behind a closed network
 FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from circadia.paths import PROJECT_ROOT
+from circadia_dev.paths import PROJECT_ROOT
 
 
 class LaunchError(RuntimeError):

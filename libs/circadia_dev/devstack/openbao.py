@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
 from circadia.userkeys import KEY_PREFIX
+from circadia_dev.devstack.processes import LaunchError, ManagedProcess, http_answers
 
 _KEYS = f"transit/keys/{KEY_PREFIX}*"
 _SEAL = (f'path "{_KEYS}" {{ capabilities = ["create", "update"] }}\n'

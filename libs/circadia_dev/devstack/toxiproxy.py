@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from circadia.devstack.processes import LaunchError, ManagedProcess, http_answers
-from circadia.paths import cache_dir
+from circadia_dev.devstack.processes import LaunchError, ManagedProcess, http_answers
+from circadia_dev.paths import cache_dir
 
 MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 VERSION = "v2.12.0"

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from circadia.devkeys import DevIssuer
+from circadia_dev.devkeys import DevIssuer
 
 USERS = ("demo-ada", "demo-grace", "demo-alan")
 HOURS = 24

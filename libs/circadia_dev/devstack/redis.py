@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from circadia.devstack.processes import LaunchError, ManagedProcess, system_command
+from circadia_dev.devstack.processes import LaunchError, ManagedProcess, system_command
 
 
 class RedisLaunchError(LaunchError):
