@@ -214,6 +214,11 @@ class UserHistory:
                                                                 "previous": self._cluster})
             self._cluster = cluster_id
 
+    @property
+    def bound(self) -> bool:
+        """Whether the Kafka cluster is known: until then no channel or history key can be named."""
+        return self._cluster is not None
+
     def _namespace(self) -> str:
         if self._cluster is None:
             raise HistoryUnavailable("the Kafka cluster is not known yet")

@@ -20,16 +20,19 @@ from fanout_gateway.protocol import STREAM_PATH
 
 class PlainHttp:
     """``process_request`` and ``process_response`` of the WebSocket server. A stream handshake
-    is refused with 503 while the replica shuts down or holds ``per_process`` sockets."""
+    is refused with 503 while the replica starts (its history does not know the Kafka cluster yet,
+    so no user's channel can be named), shuts down or holds ``per_process`` sockets."""
 
     def __init__(self, feed_ready: asyncio.Event, live_connected: asyncio.Event, page: ResultsPage, *,
-                 per_process: int, open_sockets: Callable[[], int], shutting_down: Callable[[], bool]) -> None:
+                 per_process: int, open_sockets: Callable[[], int], shutting_down: Callable[[], bool],
+                 starting: Callable[[], bool] = lambda: False) -> None:
         self._feed_ready = feed_ready
         self._live_connected = live_connected
         self._page = page
         self._per_process = per_process
         self._open_sockets = open_sockets
         self._shutting_down = shutting_down
+        self._starting = starting
 
     def process_response(self, connection: ServerConnection, request: Request, response: Response) -> Response:
         """Security headers and the request id on every HTTP answer, the handshake included."""
@@ -38,6 +41,9 @@ class PlainHttp:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == STREAM_PATH:
+            if self._starting():  # a client reconnecting to a restarted replica tries again in a moment
+                return _response(HTTPStatus.SERVICE_UNAVAILABLE, b'{"error": "starting"}', "application/json",
+                                 retry_after="1")
             if self._shutting_down() or self._open_sockets() >= self._per_process:
                 return _response(HTTPStatus.SERVICE_UNAVAILABLE, b'{"error": "at_capacity"}',
                                  "application/json", retry_after="5")

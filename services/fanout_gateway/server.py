@@ -48,7 +48,7 @@ class FanoutServer:
         self._drain = Drain(self.registry, limits)
         self._http = PlainHttp(feed_ready, self.live.connected, ResultsPage(), per_process=limits.per_process,
                                open_sockets=lambda: self._sessions.open,
-                               shutting_down=lambda: self._drain.shutting_down)
+                               shutting_down=lambda: self._drain.shutting_down, starting=lambda: not history.bound)
 
     def on_live(self, user_id: str, payload: bytes) -> None:
         """A result on the user's channel: queue it on each of the user's connections here."""
