@@ -54,16 +54,16 @@ class DeadLetter:
 
 
 async def _read(bootstrap_servers: str, *, since: datetime | None, group: str | None,
-                topic: str) -> AsyncIterator[DeadLetter]:
+                topic: str, security: dict[str, object]) -> AsyncIterator[DeadLetter]:
     """Every dead letter up to the end offsets at the start (from ``since``, or the group's position)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, client_id="circadia-dlq")
+                                enable_auto_commit=False, client_id="circadia-dlq", **security)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
+        partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic, **security)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        starts = await _starts(consumer, partitions, since, group, bootstrap_servers)
+        starts = await _starts(consumer, partitions, since, group, bootstrap_servers, security)
         for tp in partitions:
             consumer.seek(tp, starts[tp])
         remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
@@ -83,7 +83,8 @@ async def _read(bootstrap_servers: str, *, since: datetime | None, group: str | 
 
 
 async def _starts(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None,
-                  group: str | None, bootstrap_servers: str) -> dict[TopicPartition, int]:
+                  group: str | None, bootstrap_servers: str,
+                  security: dict[str, object]) -> dict[TopicPartition, int]:
     beginnings = await consumer.beginning_offsets(partitions)
     if since is not None:
         found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
@@ -91,24 +92,29 @@ async def _starts(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], 
         return {tp: found[tp].offset if found[tp] is not None else ends[tp] for tp in partitions}
     if group is None:
         return beginnings
-    committed = await committed_offsets(bootstrap_servers, group, partitions)
+    committed = await committed_offsets(bootstrap_servers, group, partitions, **security)
     return {tp: committed.get(tp, beginnings[tp]) for tp in partitions}
 
 
 async def list_dead_letters(bootstrap_servers: str, *, since: datetime | None = None,
-                            topic: str = HEALTH_SAMPLES_DLQ) -> list[DeadLetter]:
-    return [letter async for letter in _read(bootstrap_servers, since=since, group=None, topic=topic)]
+                            topic: str = HEALTH_SAMPLES_DLQ,
+                            security: dict[str, object] | None = None) -> list[DeadLetter]:
+    """``security``: aiokafka's connection options (circadia.kafka.client_security)."""
+    return [letter async for letter in _read(bootstrap_servers, since=since, group=None, topic=topic,
+                                             security=security or {})]
 
 
 async def replay(bootstrap_servers: str, *, since: datetime | None = None, group: str = REPLAY_GROUP,
-                 topic: str = HEALTH_SAMPLES_DLQ) -> list[DeadLetter]:
+                 topic: str = HEALTH_SAMPLES_DLQ, security: dict[str, object] | None = None) -> list[DeadLetter]:
     """Re-publish dead letters not replayed before (or all since ``since``); returns them."""
-    producer = create_producer(bootstrap_servers, client_id="circadia-dlq-replay")
+    security = security or {}
+    producer = create_producer(bootstrap_servers, client_id="circadia-dlq-replay", **security)
     await producer.start()
     replayed: list[DeadLetter] = []
     progress: dict[TopicPartition, int] = {}
     try:
-        async for letter in _read(bootstrap_servers, since=since, group=None if since else group, topic=topic):
+        async for letter in _read(bootstrap_servers, since=since, group=None if since else group, topic=topic,
+                                  security=security):
             progress[TopicPartition(topic, letter.partition)] = letter.offset + 1
             if header(letter.headers, VALUE_OMITTED) is not None:
                 log.warning("dead letter without its record, not replayed: %s", describe(letter))
@@ -122,7 +128,7 @@ async def replay(bootstrap_servers: str, *, since: datetime | None = None, group
     finally:
         await producer.stop()
         if progress:
-            await commit_offsets(bootstrap_servers, group, progress)
+            await commit_offsets(bootstrap_servers, group, progress, **security)
     return replayed
 
 

@@ -21,11 +21,12 @@ from circadia.kafka import topic_partitions
 
 
 @asynccontextmanager
-async def group_offsets(bootstrap_servers: str, group: str,
-                        partitions: list[TopicPartition]) -> AsyncIterator[AIOKafkaConsumer]:
+async def group_offsets(bootstrap_servers: str, group: str, partitions: list[TopicPartition],
+                        **security: object) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer of ``group`` assigned ``partitions``: it reads and commits the group's offsets
     without joining the group (a commit is refused while the group has members)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False,
+                                **security)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -34,16 +35,17 @@ async def group_offsets(bootstrap_servers: str, group: str,
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap_servers: str, group: str,
-                            partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def committed_offsets(bootstrap_servers: str, group: str, partitions: list[TopicPartition],
+                            **security: object) -> dict[TopicPartition, int]:
     """The group's committed offsets; partitions without one are left out."""
-    async with group_offsets(bootstrap_servers, group, partitions) as consumer:
+    async with group_offsets(bootstrap_servers, group, partitions, **security) as consumer:
         committed = {tp: await consumer.committed(tp) for tp in partitions}
     return {tp: offset for tp, offset in committed.items() if offset is not None}
 
 
-async def commit_offsets(bootstrap_servers: str, group: str, offsets: dict[TopicPartition, int]) -> None:
-    async with group_offsets(bootstrap_servers, group, list(offsets)) as consumer:
+async def commit_offsets(bootstrap_servers: str, group: str, offsets: dict[TopicPartition, int],
+                         **security: object) -> None:
+    async with group_offsets(bootstrap_servers, group, list(offsets), **security) as consumer:
         await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
 
 
@@ -51,12 +53,13 @@ class RewindRefused(Exception):
     """The offset cannot be committed; the message says why."""
 
 
-async def rewind(bootstrap_servers: str, group: str, topic: str, partition: int, offset: int) -> int | None:
+async def rewind(bootstrap_servers: str, group: str, topic: str, partition: int, offset: int,
+                 **security: object) -> int | None:
     """Commit ``offset`` for ``group`` on ``topic[partition]``; returns the offset committed before."""
     tp = TopicPartition(topic, partition)
-    if partition not in await topic_partitions(bootstrap_servers, topic):
+    if partition not in await topic_partitions(bootstrap_servers, topic, **security):
         raise RewindRefused(f"{topic} has no partition {partition}")
-    async with group_offsets(bootstrap_servers, group, [tp]) as consumer:
+    async with group_offsets(bootstrap_servers, group, [tp], **security) as consumer:
         committed = await consumer.committed(tp)
         first = (await consumer.beginning_offsets([tp]))[tp]
         if committed is not None and offset > committed:

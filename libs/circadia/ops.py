@@ -3,9 +3,13 @@
   circadia-ops dlq list|replay [--since T]   inspect the dead-letter topic, re-publish after a fix
   circadia-ops erase USER_ID                 erase a user: destroy the key, tell the services, audit it
 
-The broker is ``KAFKA_BOOTSTRAP_SERVERS``; the key service ``CIRCADIA_USER_KEYS_ADDR`` with the
-operator's own ``CIRCADIA_USER_KEYS_TOKEN``. A service's own commands (``python -m
-prediction_worker rewind``, ``python -m <service> check-config``) live in its entry point.
+They read the services' own settings: the broker is ``KAFKA_BOOTSTRAP_SERVERS`` with
+``CIRCADIA_KAFKA_SECURITY_PROTOCOL``, ``CIRCADIA_KAFKA_SASL_USERNAME``, ``CIRCADIA_KAFKA_SSL_CAFILE``
+and the ``kafka_sasl_password`` secret; the key service is ``CIRCADIA_USER_KEYS_ADDR`` with the
+``user_keys_token`` secret (erasure needs a token allowed to delete keys: the ingest gateway's,
+or an operator's). So ``kubectl exec`` into a service's pod runs them with that pod's
+configuration. A service's own commands (``python -m prediction_worker rewind``, ``python -m
+<service> check-config``) live in its entry point.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ import getpass
 import os
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from circadia.config import S, resolve
+from circadia.config import S, ServiceConfig, ServiceSettings, resolve
+
+if TYPE_CHECKING:
+    from circadia.userkeys import UserKeys
 
 
-def dead_letters(bootstrap_servers: str, action: str, since_text: str | None) -> int:
+def dead_letters(bootstrap_servers: str, action: str, since_text: str | None,
+                 security: dict[str, object] | None = None) -> int:
     from circadia import deadletters
 
     since = datetime.fromisoformat(since_text) if since_text else None
@@ -29,34 +37,36 @@ def dead_letters(bootstrap_servers: str, action: str, since_text: str | None) ->
         print("--since needs a time zone, e.g. 2026-11-25T10:00:00+00:00", file=sys.stderr)
         return 2
     if action == "list":
-        letters = asyncio.run(deadletters.list_dead_letters(bootstrap_servers, since=since))
+        letters = asyncio.run(deadletters.list_dead_letters(bootstrap_servers, since=since, security=security))
         for letter in letters:
             print(deadletters.describe(letter))
         print(f"{len(letters)} dead letter(s)")
     else:
-        letters = asyncio.run(deadletters.replay(bootstrap_servers, since=since))
+        letters = asyncio.run(deadletters.replay(bootstrap_servers, since=since, security=security))
         for letter in letters:
             print("replayed " + deadletters.describe(letter))
         print(f"{len(letters)} dead letter(s) replayed")
     return 0
 
 
-def erase_user(bootstrap_servers: str, keys_client: Any, user_id: str, service: str = "circadia-ops") -> int:
-    """circadia.erasure run by an operator, with an hvac client of the key service."""
+def erase_user(bootstrap_servers: str, keys: UserKeys, user_id: str, service: str = "circadia-ops",
+               security: dict[str, object] | None = None) -> int:
+    """circadia.erasure run by an operator, with a key layer allowed to delete keys."""
     from aiokafka import AIOKafkaProducer
 
     from circadia.avro import SchemaSet
     from circadia.erasure import erase
-    from circadia.userkeys import KeysUnavailable, UserKeys
+    from circadia.userkeys import KeysUnavailable
 
     async def run() -> tuple[str, bool]:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", client_id=service)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", client_id=service,
+                                    **(security or {}))
         await producer.start()
         try:
             async def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
                 await producer.send_and_wait(topic, value, key=key, headers=headers)
 
-            erasure, destroyed = await erase(UserKeys(keys_client), send, SchemaSet.load(), user_id,
+            erasure, destroyed = await erase(keys, send, SchemaSet.load(), user_id,
                                              requested_by=f"operator:{getpass.getuser()}", service=service)
             return erasure.erasure_id, destroyed
         finally:
@@ -99,11 +109,11 @@ def check_config(service: str, settings_class: type[S]) -> int:
     return 1 if problems else 0
 
 
-def _bootstrap_servers() -> str:
-    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not servers:
+def operator_config() -> ServiceConfig:
+    """The services' Kafka and key-service settings and secrets from this environment."""
+    if not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("CIRCADIA_KAFKA_BOOTSTRAP_SERVERS")):
         raise SystemExit("set KAFKA_BOOTSTRAP_SERVERS to the broker's address")
-    return servers
+    return resolve("circadia-ops", ServiceSettings())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,15 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     erase = commands.add_parser("erase", help="erase a user's data (destroy the user's key)")
     erase.add_argument("user_id")
     args = parser.parse_args(argv)
-    if args.command == "dlq":
-        return dead_letters(_bootstrap_servers(), args.action, args.since)
-    import hvac
+    from circadia.kafka import client_security
 
-    address, token = os.environ.get("CIRCADIA_USER_KEYS_ADDR"), os.environ.get("CIRCADIA_USER_KEYS_TOKEN")
-    if not (address and token):
-        print("set CIRCADIA_USER_KEYS_ADDR and CIRCADIA_USER_KEYS_TOKEN (the operator's token)", file=sys.stderr)
+    config = operator_config()
+    servers, security = config.settings.kafka_bootstrap_servers, client_security(config)
+    if args.command == "dlq":
+        return dead_letters(servers, args.action, args.since, security)
+    from circadia.userkeys import from_config
+
+    keys = from_config(config)
+    if keys is None or config.secret("user_keys_token") is None:
+        print("set CIRCADIA_USER_KEYS_ADDR and the user_keys_token secret (CIRCADIA_USER_KEYS_TOKEN)", file=sys.stderr)
         return 2
-    return erase_user(_bootstrap_servers(), hvac.Client(url=address, token=token, timeout=5), args.user_id)
+    return erase_user(servers, keys, args.user_id, security=security)
 
 
 if __name__ == "__main__":

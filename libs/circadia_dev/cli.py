@@ -90,7 +90,9 @@ def _worker(stack: LocalStack, args: argparse.Namespace) -> int:
     """The worker's own command (``python -m prediction_worker rewind``) against this broker."""
     command = [sys.executable, "-m", "prediction_worker", "rewind", "--bootstrap-servers", stack.bootstrap_servers,
                "--partition", str(args.partition), "--offset", str(args.offset)]
-    return subprocess.run(command + (["--group", args.group] if args.group else []), check=False).returncode
+    # the local stack's broker is plaintext; a shell that names another protocol keeps it
+    env = {"CIRCADIA_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", **os.environ}
+    return subprocess.run(command + (["--group", args.group] if args.group else []), env=env, check=False).returncode
 
 
 SETTINGS = {"ingest-gateway": "ingest_gateway", "prediction-worker": "prediction_worker",
@@ -164,6 +166,7 @@ def _erase(stack: LocalStack, args: argparse.Namespace) -> int:
     import hvac
 
     from circadia.ops import erase_user
+    from circadia.userkeys import UserKeys
 
     address, token = os.environ.get("CIRCADIA_USER_KEYS_ADDR"), os.environ.get("CIRCADIA_USER_KEYS_TOKEN")
     try:
@@ -172,7 +175,7 @@ def _erase(stack: LocalStack, args: argparse.Namespace) -> int:
         print(f"no key service: set CIRCADIA_USER_KEYS_ADDR and CIRCADIA_USER_KEYS_TOKEN, or run circadia up ({exc})",
               file=sys.stderr)
         return 1
-    return erase_user(stack.bootstrap_servers, client, args.user_id, service="circadia-cli")
+    return erase_user(stack.bootstrap_servers, UserKeys(client), args.user_id, service="circadia-cli")
 
 
 def _positive(text: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import faust
@@ -18,7 +17,7 @@ from circadia.tracing import configure_tracing
 from circadia.userkeys import UserKeys, token_rotation
 from circadia.userkeys import from_config as user_keys_from_config
 from prediction_worker.app import build_app
-from prediction_worker.credentials import broker_credentials
+from prediction_worker.credentials import broker_credentials, live_kafka_clients, set_client_password
 from prediction_worker.processor import ModelStage, NoModel
 from prediction_worker.settings import WorkerSettings
 
@@ -85,28 +84,6 @@ def watch_secrets(app: faust.App, config: ServiceConfig, credentials: object, ke
     async def start_watching() -> None:
         await watcher.start()
         await audit.start()
-
-
-def live_kafka_clients(app: faust.App) -> list[tuple[object, asyncio.AbstractEventLoop | None]]:
-    """The aiokafka clients of faust's producer and of its consumer, each with the loop of the
-    thread it belongs to: None for the producer's (this thread's), the consumer thread's loop for
-    the consumer's, so the password is written there and never from another thread."""
-    clients: list[tuple[object, asyncio.AbstractEventLoop | None]] = []
-    producer = getattr(app.producer, "_producer", None)
-    if producer is not None:
-        clients.append((producer.client, None))
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
-    if consumer is not None:
-        clients.append((consumer._client, thread.thread_loop))  # type: ignore[union-attr]  # noqa: SLF001
-    return clients
-
-
-def set_client_password(client: object, password: str | None) -> None:
-    """aiokafka keeps the SASL password on its client and uses it for each new connection."""
-    if not hasattr(client, "_sasl_plain_password"):
-        raise RuntimeError(f"{type(client).__name__} keeps no SASL password: is aiokafka newer than the lock?")
-    client._sasl_plain_password = password  # noqa: SLF001
 
 
 if __name__ == "__main__":

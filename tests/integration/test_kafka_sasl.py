@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -164,3 +167,28 @@ async def round_trip(stack: LocalStack, ports: Ports, http: httpx.AsyncClient, u
             if message["type"] == "prediction" and body["upload_id"] in message["prediction"]["source_upload_ids"]:
                 assert message["prediction"]["user_id"] == user
                 return
+
+
+def test_the_operator_commands_connect_as_the_services_do(scram_kafka: tuple[LocalKafka, str],
+                                                          tmp_path: Path) -> None:
+    """circadia-ops and the worker's rewind read the services' Kafka settings and secret, so they
+    reach a listener that requires SCRAM, and a wrong password fails rather than passing silently."""
+    kafka, password = scram_kafka
+    secret = tmp_path / "kafka_sasl_password"
+    secret.write_text(password)
+    env = {"PATH": os.environ["PATH"], "KAFKA_BOOTSTRAP_SERVERS": kafka.sasl_bootstrap_servers,
+           "CIRCADIA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CIRCADIA_KAFKA_SASL_USERNAME": USER,
+           "CIRCADIA_SECRETS_DIR": str(tmp_path), "CIRCADIA_ENV": "development"}
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", *command], env=env, capture_output=True, text=True, timeout=120)
+
+    listed = run("circadia.ops", "dlq", "list")
+    assert listed.returncode == 0 and "dead letter(s)" in listed.stdout, listed.stdout + listed.stderr
+    group = f"rewind-sasl-{uuid.uuid4().hex[:6]}"
+    rewound = run("prediction_worker", "rewind", "--partition", "0", "--offset", "0", "--group", group)
+    assert rewound.returncode == 0 and f"{group}: health.samples.v1[0] committed offset None -> 0" in rewound.stdout, \
+        rewound.stdout + rewound.stderr
+    secret.write_text(f"not-{password}")
+    refused = run("circadia.ops", "dlq", "list")
+    assert refused.returncode != 0 and "dead letter(s)" not in refused.stdout
